@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# speechocean762 phone classification: real speech -> 25/10 ms frames -> one phone label per frame.
+#
+# Stages (each skips work whose outputs are complete; re-running continues where it stopped):
+#   0 data      Kaldi data dirs data/{train,dev,test} + frame-level phone labels (local/prepare_speechocean762_phone.py)
+#   1 features  80-dim log-mel fbank (or --features mfcc), Kaldi ark/scp, --nj jobs   (conf/features/)
+#   2 cmvn      CMVN statistics of the training set                                 (conf/cmvn/)
+#   3 train     one experiment per model in exp/<model>/                            (conf/train.yaml, conf/model/)
+#   4 infer     speechattn-infer on data/test -> exp/<model>/decode_test/{frames.txt,phones.ctm}
+#   5 score     frame accuracy, PER, confusion matrix, attention map -> exp/<model>/scores/, RESULTS.md
+#
+# Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --model truncated_transformer
+#        ./run.sh --model all      (adds blstm and transformer to the default comparison)
+#        ./run.sh --train-args "model.left=16 trainer.max_epochs=5"
+set -euo pipefail
+
+stage=0                 # first stage to run
+stop_stage=5            # last stage to run
+corpus_dir=             # speechocean762 root (default: ../shared/corpora/speechocean762 beside the project)
+nj=2                    # parallel jobs for data preparation and feature extraction
+model=default           # default (mlp_context truncated_transformer) | all | space-separated model names
+features=fbank          # fbank | mfcc (conf/features/)
+cmvn=global             # global | speaker | utterance | none (conf/cmvn/)
+train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5"
+max_utts=0              # >0: only the first N utterances of each set (quick smoke runs, tests)
+force=false             # true: redo every selected stage even when its outputs are complete
+. "$(dirname "$0")/../../../utils/parse_options.sh"
+
+recipe_dir="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$recipe_dir/../../.." && pwd)"
+cd "$recipe_dir"
+. "$root/utils/path.sh"
+. "$root/utils/log.sh"
+
+if [ -z "$corpus_dir" ]; then
+  corpus_dir="$root/../shared/corpora/speechocean762"
+fi
+case "$model" in
+  default) models="mlp_context truncated_transformer" ;;
+  all) models="mlp_context blstm transformer truncated_transformer" ;;
+  *) models="$model" ;;
+esac
+force_flag=(); [ "$force" = true ] && force_flag=(--force)
+hydra_force=(); [ "$force" = true ] && hydra_force=(force=true)
+sets="train dev test"
+
+log "$0 $*"
+log "corpus: $corpus_dir; models: $models; features: $features; cmvn: $cmvn; nj: $nj"
+
+if stage_wanted 0; then
+  log "stage 0: data directories and frame-level phone labels"
+  if [ ! -d "$corpus_dir" ]; then
+    log "ERROR: corpus directory '$corpus_dir' not found. Download speechocean762 (openslr.org resource 101)" \
+        "and pass --corpus-dir, or place it at ../shared/corpora/speechocean762 beside the project."
+    exit 1
+  fi
+  max_utts_opt=(); [ "$max_utts" -gt 0 ] && max_utts_opt=(--max-utts-per-set "$max_utts")
+  python "$root/local/prepare_speechocean762_phone.py" --corpus-dir "$corpus_dir" --out-dir data --nj "$nj" \
+    "${max_utts_opt[@]}" "${force_flag[@]}"
+fi
+
+if stage_wanted 1; then
+  log "stage 1: $features features (nj=$nj)"
+  for s in $sets; do
+    speechattn-compute-features data_dir=data/$s feats_dir="$features/$s" nj="$nj" features="$features" \
+      "${hydra_force[@]}"
+  done
+fi
+
+if stage_wanted 2; then
+  log "stage 2: CMVN statistics ($cmvn)"
+  # global: the training set's statistics serve every set; speaker: each set has its own speakers' stats.
+  cmvn_sets=train; [ "$cmvn" = speaker ] && cmvn_sets="$sets"
+  for s in $cmvn_sets; do
+    speechattn-compute-cmvn data_dir=data/$s cmvn="$cmvn" "${hydra_force[@]}"
+  done
+fi
+
+max_utts_override=(); [ "$max_utts" -gt 0 ] && max_utts_override=(data.max_utts="$max_utts")
+if stage_wanted 3; then
+  for m in $models; do
+    log "stage 3: training $m -> exp/$m"
+    [ "$force" = true ] && rm -rf "exp/$m"
+    # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
+    speechattn-train model="$m" exp_dir="exp/$m" cmvn="$cmvn" "${max_utts_override[@]}" $train_args
+  done
+fi
+
+if stage_wanted 4; then
+  for m in $models; do
+    log "stage 4: inference of $m on data/test -> exp/$m/decode_test"
+    speechattn-infer task=phone exp_dir="exp/$m" data_dir=data/test output_dir="exp/$m/decode_test" \
+      "${hydra_force[@]}"
+  done
+fi
+
+if stage_wanted 5; then
+  for m in $models; do
+    log "stage 5: scoring $m -> exp/$m/scores"
+    speechattn-score task=phone exp_dir="exp/$m" ref_dir=data/test hyp_dir="exp/$m/decode_test" \
+      output_dir="exp/$m/scores"
+  done
+  speechattn-results task=phone exp_root=exp output=RESULTS.md
+  log "results table: $recipe_dir/RESULTS.md"
+  cat RESULTS.md
+fi
+log "done"

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# speechocean762 speaker recognition: closed-set identification (250 speakers) and verification on 125
+# speakers never seen in training, with a truncated self-attention encoder + attentive statistics pooling +
+# AAM-softmax (docs/sid.md).
+#
+# Stages (each skips work whose outputs are complete; re-running continues where it stopped):
+#   0 data      data/ident_{train,dev,test} (all speakers, 8/1/1 utterances each), data/verif_{train,dev}
+#               (the corpus's train/ speakers only), data/verif_test + trials (its test/ speakers)
+#   1 features  80-dim log-mel fbank, Kaldi ark/scp, --nj jobs                     (conf/features/)
+#   2 cmvn      mean-only CMN statistics of each training set                       (conf/cmvn/global_mean.yaml)
+#   3 train     exp/ident (ident_train, validated on ident_dev) and exp/verif (verif_train, verif_dev)
+#               (conf/train_sid.yaml, conf/sid/, conf/trainer/sid.yaml); in parallel when --nj >= 2
+#   4 infer     speechattn-infer task=sid: predictions.txt + embeddings.scp/.ark of ident_test / verif_test
+#   5 score     identification top-1/top-5 (exp/ident/scores), verification EER/minDCF + DET curve
+#               (exp/verif/scores), embedding plots, RESULTS.md
+#
+# Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --tasks verif
+#        ./run.sh --max-speakers 5 --work-dir /tmp/sid_quick --train-args "trainer.max_epochs=1"
+#        ./run.sh --train-args "sid=mean trainer.max_epochs=20"
+set -euo pipefail
+
+stage=0                 # first stage to run
+stop_stage=5            # last stage to run
+corpus_dir=             # speechocean762 root (default: ../shared/corpora/speechocean762 beside the project)
+work_dir=               # where data/, fbank/, exp/ and RESULTS.md go (default: this recipe directory)
+nj=2                    # parallel jobs for features; >= 2 also trains ident and verif side by side
+tasks="ident verif"     # experiments to train/infer/score: ident and/or verif
+train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5 sid=mean"
+max_speakers=0          # >0: only the first N speakers of the corpus's train/ and test/ each (quick runs, tests)
+force=false             # true: redo every selected stage even when its outputs are complete
+. "$(dirname "$0")/../../../utils/parse_options.sh"
+
+recipe_dir="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$recipe_dir/../../.." && pwd)"
+. "$root/utils/path.sh"
+. "$root/utils/log.sh"
+[ -z "$corpus_dir" ] && corpus_dir="$root/../shared/corpora/speechocean762"
+[ -z "$work_dir" ] && work_dir="$recipe_dir"
+mkdir -p "$work_dir"
+cd "$work_dir"
+
+force_flag=(); [ "$force" = true ] && force_flag=(--force)
+hydra_force=(); [ "$force" = true ] && hydra_force=(force=true)
+sets="ident_train ident_dev ident_test verif_train verif_dev verif_test"
+
+log "$0 $*"
+log "corpus: $corpus_dir; work dir: $work_dir; tasks: $tasks; nj: $nj; max speakers: $max_speakers; $(uptime)"
+
+if stage_wanted 0; then
+  log "stage 0: speaker ID data directories and verification trials"
+  if [ ! -d "$corpus_dir" ]; then
+    log "ERROR: corpus directory '$corpus_dir' not found. Download speechocean762 (openslr.org resource 101)" \
+        "and pass --corpus-dir, or place it at ../shared/corpora/speechocean762 beside the project."
+    exit 1
+  fi
+  max_speakers_opt=(); [ "$max_speakers" -gt 0 ] && max_speakers_opt=(--max-speakers "$max_speakers")
+  python "$root/local/prepare_sid_speechocean762.py" --corpus-dir "$corpus_dir" --out-dir data \
+    "${max_speakers_opt[@]}" "${force_flag[@]}"
+fi
+
+if stage_wanted 1; then
+  log "stage 1: fbank features (nj=$nj)"
+  for s in $sets; do
+    speechattn-compute-features data_dir=data/$s feats_dir=fbank/$s nj="$nj" features=fbank progress=false \
+      "${hydra_force[@]}"
+  done
+fi
+
+if stage_wanted 2; then
+  log "stage 2: mean-only CMN statistics of the training sets"
+  for s in ident_train verif_train; do
+    speechattn-compute-cmvn data_dir=data/$s cmvn=global_mean "${hydra_force[@]}"
+  done
+fi
+
+data_config() {  # experiment name -> conf/data entry
+  case "$1" in
+    ident) echo speechocean762_sid_ident ;;
+    verif) echo speechocean762_sid_verif ;;
+    *) log "ERROR: unknown task '$1' (ident | verif)"; exit 1 ;;
+  esac
+}
+test_set() { echo "${1}_test"; }
+
+if stage_wanted 3; then
+  pids=()
+  for t in $tasks; do
+    [ "$force" = true ] && rm -rf "exp/$t"
+    # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
+    cmd=(speechattn-train --config-name train_sid data="$(data_config "$t")" exp_dir="exp/$t" $train_args)
+    if [ "$nj" -ge 2 ] && [ "$(echo $tasks | wc -w)" -ge 2 ]; then
+      mkdir -p "exp/$t"
+      log "stage 3: training $t -> exp/$t in the background (log: exp/$t/train.log, console: exp/$t/train.out)"
+      "${cmd[@]}" > "exp/$t/train.out" 2>&1 &
+      pids+=("$!:$t")
+    else
+      log "stage 3: training $t -> exp/$t"
+      "${cmd[@]}"
+    fi
+  done
+  failed=0
+  for p in "${pids[@]}"; do
+    if wait "${p%%:*}"; then
+      log "stage 3: ${p#*:} finished: $(grep -h 'best validation accuracy' "exp/${p#*:}/train.log" | tail -1 | sed 's/.*\] - //')"
+    else
+      log "ERROR: training ${p#*:} failed; last lines of exp/${p#*:}/train.out:"; tail -20 "exp/${p#*:}/train.out" >&2
+      failed=1
+    fi
+  done
+  [ "$failed" = 0 ] || exit 1
+fi
+
+if stage_wanted 4; then
+  for t in $tasks; do
+    ts=$(test_set "$t")
+    log "stage 4: embeddings and predictions of exp/$t on data/$ts -> exp/$t/decode_$ts"
+    speechattn-infer task=sid exp_dir="exp/$t" data_dir="data/$ts" output_dir="exp/$t/decode_$ts" \
+      "${hydra_force[@]}"
+  done
+fi
+
+if stage_wanted 5; then
+  for t in $tasks; do
+    ts=$(test_set "$t")
+    log "stage 5: scoring exp/$t on data/$ts -> exp/$t/scores"
+    speechattn-score task=sid exp_dir="exp/$t" ref_dir="data/$ts" hyp_dir="exp/$t/decode_$ts" \
+      output_dir="exp/$t/scores"
+  done
+  speechattn-results task=sid exp_root=exp output=RESULTS.md
+  log "results table: $work_dir/RESULTS.md"
+  cat RESULTS.md
+fi
+log "done; $(uptime)"

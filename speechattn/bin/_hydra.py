@@ -1,0 +1,17 @@
+"""Shared helpers of the Hydra entry points: where the configs live, logging outside Hydra."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+# The repository's top-level conf/ (absolute, so the apps work from any working directory).
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Console logging for code running outside a Hydra app (e.g. worker processes); idempotent."""
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=level, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    else:
+        root.setLevel(level)

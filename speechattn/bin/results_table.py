@@ -1,0 +1,111 @@
+"""speechattn-results: one markdown table comparing every experiment of a recipe run.
+
+    speechattn-results task=phone exp_root=exp output=RESULTS.md
+    speechattn-results task=sid exp_root=exp output=RESULTS.md
+
+Reads ``exp_root/*/scores/scores.json`` (written by speechattn-score) and writes a table sorted by
+experiment name. Phone columns: frame accuracy, PER; speaker (sid) columns: identification top-1/top-5 and
+verification EER/minDCF (empty where an experiment was not scored that way).
+Plain argparse-free ``key=value`` arguments, like the Hydra entry points.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from speechattn.utils.atomic import atomic_write_text
+
+PHONE_COLUMNS = [("model", "model"), ("params (M)", "params"), ("context (frames)", "context"),
+                 ("frame acc. (%)", "frame_accuracy"), ("non-SIL frame acc. (%)", "non_silence_frame_accuracy"),
+                 ("PER (%)", "per"), ("dev acc. (%)", "best_valid_accuracy"), ("epochs", "epochs"),
+                 ("train time (min)", "train_minutes")]
+
+
+def _context(model: dict) -> str:
+    name = model.get("name", "?")
+    if name == "mlp_context":
+        return f"±{model['context']}"
+    if name == "truncated_transformer":
+        return f"[t-{model['left']}, t+{model['right']}] × {model['num_layers']} layers"
+    return "whole utterance"
+
+
+def phone_row(exp: Path, scores: dict) -> dict[str, str]:
+    model = scores.get("model", {"name": exp.name})
+    params = f"{scores['num_params'] / 1e6:.2f}" if scores.get("num_params") else ""
+    return {"model": exp.name, "params": params, "context": _context(model),
+            "frame_accuracy": f"{scores['frame_accuracy']:.2f}",
+            "non_silence_frame_accuracy": f"{scores['non_silence_frame_accuracy']:.2f}",
+            "per": f"{scores['per']['per']:.2f}", "best_valid_accuracy": f"{scores.get('best_valid_accuracy', '')}",
+            "epochs": str(scores.get("epochs", "")),
+            "train_minutes": f"{scores['train_seconds'] / 60:.1f}" if "train_seconds" in scores else ""}
+
+
+SID_COLUMNS = [("experiment", "experiment"), ("params (M)", "params"), ("encoder", "encoder"),
+               ("pooling / head", "head"), ("test set", "test_set"), ("speakers", "speakers"),
+               ("top-1 (%)", "top1"), ("top-5 (%)", "top5"), ("EER (%)", "eer"), ("minDCF", "min_dcf"),
+               ("dev acc. (%)", "best_valid_accuracy"), ("epochs", "epochs"), ("train time (min)", "train_minutes")]
+
+
+def _sid_encoder(model: dict, sid: dict) -> str:
+    name = model.get("name", "?")
+    size = f"{model.get('num_layers', '?')}x{model.get('d_model', '?')}"
+    stack = int(sid.get("frame_stack", 1) or 1)
+    rate = f", {10 * stack} ms frames" if stack > 1 else ""
+    if name == "truncated_transformer":
+        return f"{name} {size}, [t-{model['left']}, t+{model['right']}]{rate}"
+    return f"{name} {size}{rate}"
+
+
+def sid_row(exp: Path, scores: dict) -> dict[str, str]:
+    model, sid = scores.get("model", {}), scores.get("sid", {})
+    ident, verif = scores.get("identification", {}), scores.get("verification", {})
+    params = f"{scores['num_params'] / 1e6:.2f}" if scores.get("num_params") else ""
+    if ident:
+        speakers = f"{ident['num_speakers']} (closed set)"
+    elif verif:
+        speakers = f"{scores.get('num_unseen_speakers', '?')} unseen"
+    else:
+        speakers = ""
+    trials = f", {verif['num_trials']} trials" if verif else ""
+    p_target = f" (p={verif['p_target']:g})" if verif else ""
+    return {"experiment": exp.name, "params": params, "encoder": _sid_encoder(model, sid) if model else "",
+            "head": f"{sid.get('pooling', '?')} / {sid.get('head', '?')}" if sid else "",
+            "test_set": f"{Path(scores.get('ref_dir', '')).name}{trials}", "speakers": speakers,
+            "top1": f"{ident['top1']:.2f}" if ident else "", "top5": f"{ident['top5']:.2f}" if ident else "",
+            "eer": f"{verif['eer']:.2f}" if verif else "",
+            "min_dcf": f"{verif['min_dcf']:.3f}{p_target}" if verif else "",
+            "best_valid_accuracy": f"{scores.get('best_valid_accuracy', '')}", "epochs": str(scores.get("epochs", "")),
+            "train_minutes": f"{scores['train_seconds'] / 60:.1f}" if "train_seconds" in scores else ""}
+
+
+def markdown_table(columns: list[tuple[str, str]], rows: list[dict[str, str]]) -> str:
+    head = "| " + " | ".join(c for c, _ in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(r.get(k, "") for _, k in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
+    task, exp_root, output = args.get("task", "phone"), Path(args.get("exp_root", "exp")), args.get("output")
+    rows = []
+    for path in sorted(exp_root.glob("*/scores/scores.json")):
+        scores = json.loads(path.read_text())
+        if task == "phone":
+            rows.append(phone_row(path.parent.parent, scores))
+        elif task == "sid":
+            rows.append(sid_row(path.parent.parent, scores))
+        else:
+            raise SystemExit(f"speechattn-results: unknown task '{task}' (phone | sid)")
+    if not rows:
+        raise SystemExit(f"speechattn-results: no {exp_root}/*/scores/scores.json found (run stage 5 first)")
+    table = markdown_table(PHONE_COLUMNS if task == "phone" else SID_COLUMNS, rows)
+    if output:
+        atomic_write_text(output, table)
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()

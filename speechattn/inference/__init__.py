@@ -1,0 +1,1 @@
+"""Inference on new audio: whole-utterance and exact chunked long-form labelling (``longform``)."""

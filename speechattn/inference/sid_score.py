@@ -1,0 +1,205 @@
+"""Scores and pictures of a speaker experiment (``speechattn-score task=sid``, stage 5 of the sid recipes).
+
+    speechattn-score task=sid exp_dir=EXP ref_dir=data/ident_test hyp_dir=EXP/decode_ident_test output_dir=EXP/scores
+    speechattn-score task=sid exp_dir=EXP ref_dir=data/verif_test hyp_dir=EXP/decode_verif_test output_dir=EXP/scores
+
+What is scored depends on the reference directory (``ref_dir/utt2spk``):
+
+- **identification** when every reference speaker is a training speaker (closed set, e.g. ident_test):
+  top-1 and top-5 accuracy, from the embeddings (``hyp_dir/embeddings.scp``) scored against every
+  training speaker by the model's head (the top-1 agrees with ``predictions.txt``, checked);
+- **verification** when ``trials`` (default ``ref_dir/trials``) exists: each ``LABEL UTT1 UTT2`` trial is
+  the cosine of the two embeddings; EER and minDCF (``p_target``, default 0.01) with
+  :mod:`speechattn.metrics.verification`, and a DET curve (``det.png``).
+
+Always: a 2-D plot of the test embeddings of ``embedding_plot_speakers`` speakers (``embeddings.png``),
+``training_curves.png`` (copied) and ``scores.json`` (metrics + experiment facts for ``speechattn-results``).
+Utterances listed in ``hyp_dir/failed.txt`` are an error (the scores would silently cover fewer trials).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import kaldiio
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from speechattn.data.kaldi_dir import KaldiDataError, read_table
+from speechattn.utils.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def read_embeddings(scp: Path) -> dict[str, np.ndarray]:
+    """``embeddings.scp`` -> ``{utt: (E,) float32}`` (kaldiio)."""
+    if not scp.is_file():
+        raise KaldiDataError(f"{scp}:0: missing (run speechattn-infer task=sid first)")
+    return {utt: np.asarray(vec, dtype=np.float32) for utt, vec in kaldiio.load_scp_sequential(str(scp))}
+
+
+def _check_no_failures(hyp_dir: Path) -> None:
+    failed = hyp_dir / "failed.txt"
+    if failed.exists() and failed.stat().st_size:
+        count = sum(1 for line in failed.read_text().splitlines() if line.strip())
+        raise ValueError(f"{failed}: {count} test utterance(s) were not embedded; fix them before scoring")
+
+
+def _experiment_facts(exp_dir: Path) -> dict[str, Any]:
+    """Training facts for the results table: epochs, dev accuracy, train time, parameters, configs."""
+    from speechattn.training.checkpoint import load_checkpoint
+
+    facts: dict[str, Any] = {"exp_dir": str(exp_dir)}
+    history_path = exp_dir / "history.json"
+    if history_path.exists():
+        history = json.loads(history_path.read_text())
+        facts["epochs"] = len(history)
+        facts["best_valid_accuracy"] = round(100 * max(r["valid_acc"] for r in history), 2)
+        facts["train_seconds"] = round(sum(r["seconds"] for r in history), 1)
+    ckpt = load_checkpoint(exp_dir / "model.pt")
+    facts["num_params"] = int(ckpt.get("num_params", 0))
+    facts["num_train_speakers"] = len(ckpt.get("speakers", []))
+    config = ckpt.get("config", {})
+    for key in ("model", "sid", "cmvn"):
+        if key in config:
+            facts[key] = config[key]
+    if "trainer" in config:
+        facts["crop_frames"] = [config["trainer"].get("crop_min_frames"), config["trainer"].get("crop_max_frames")]
+    return facts
+
+
+def score_identification(embedder, embeddings: dict[str, np.ndarray], utt2spk: dict[str, str],
+                         predictions: dict[str, str] | None) -> dict[str, Any]:
+    """Top-1/top-5 accuracy (%) of the closed-set speaker scores of every reference utterance."""
+    from speechattn.metrics.identification import topk_accuracy
+
+    utts = sorted(utt2spk)
+    missing = [u for u in utts if u not in embeddings]
+    if missing:
+        raise KaldiDataError(f"no embedding for {len(missing)} reference utterance(s), e.g. '{missing[0]}'")
+    index = {spk: i for i, spk in enumerate(embedder.speakers)}
+    matrix = torch.from_numpy(np.stack([embeddings[u] for u in utts]))
+    scores = embedder.scores(matrix).numpy()
+    targets = np.array([index[utt2spk[u]] for u in utts], dtype=np.int64)
+    accuracy = topk_accuracy(scores, targets, ks=(1, 5))
+    result = {"num_utterances": len(utts), "num_speakers": len(set(utt2spk.values())),
+              "top1": round(100 * accuracy[1], 2), "top5": round(100 * accuracy[5], 2)}
+    if predictions is not None:
+        best = scores.argmax(axis=1)
+        disagree = sum(predictions.get(u) != embedder.speakers[b] for u, b in zip(utts, best))
+        if disagree:
+            log.warning("%d predictions.txt entries differ from the top-1 of the stored embeddings", disagree)
+        result["predictions_disagreeing"] = disagree
+    return result
+
+
+def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_target: float,
+                       out: Path, title: str) -> dict[str, Any]:
+    """EER, minDCF and the DET curve of the cosine-scored trials."""
+    from speechattn.metrics.verification import compute_eer, compute_min_dcf, det_curve, read_trials, score_trials
+    from speechattn.plots.det import plot_det
+
+    trials = read_trials(trials_path)
+    if not trials:
+        raise KaldiDataError(f"{trials_path}:0: no trials")
+    scores = score_trials(trials, embeddings)
+    labels = np.array([t[0] for t in trials], dtype=bool)
+    target, nontarget = scores[labels], scores[~labels]
+    if target.size == 0 or nontarget.size == 0:
+        raise KaldiDataError(f"{trials_path}:0: needs both target and non-target trials "
+                             f"({target.size} target, {nontarget.size} non-target)")
+    eer, eer_threshold = compute_eer(target, nontarget)
+    min_dcf, dcf_threshold = compute_min_dcf(target, nontarget, p_target=p_target)
+    plot_det({title: det_curve(target, nontarget)}, out / "det.png", eer_points={title: eer},
+             title=f"{title}: DET curve ({len(trials)} trials)")
+    atomic_write_text(out / "trial_scores.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
+                                                        for s, t in zip(scores, trials)))
+    return {"trials": str(trials_path), "num_trials": len(trials), "num_target": int(target.size),
+            "num_nontarget": int(nontarget.size), "eer": round(100 * eer, 3), "eer_threshold": round(eer_threshold, 4),
+            "min_dcf": round(min_dcf, 4), "p_target": p_target, "min_dcf_threshold": round(dcf_threshold, 4),
+            "mean_target_score": round(float(target.mean()), 4),
+            "mean_nontarget_score": round(float(nontarget.mean()), 4)}
+
+
+def plot_speaker_embeddings(embeddings: dict[str, np.ndarray], utt2spk: dict[str, str], num_speakers: int,
+                            method: str, out: Path, title: str) -> Path | None:
+    """Embeddings of the first ``num_speakers`` reference speakers (sorted) that have at least two embedded
+    utterances (a lone point per speaker shows nothing about clustering), one colour each."""
+    from speechattn.plots.embeddings import plot_embeddings
+
+    counts: dict[str, int] = {}
+    for utt, spk in utt2spk.items():
+        if utt in embeddings:
+            counts[spk] = counts.get(spk, 0) + 1
+    chosen = [spk for spk in sorted(counts) if counts[spk] >= 2][:num_speakers]
+    utts = [u for u in sorted(utt2spk) if utt2spk[u] in chosen and u in embeddings]
+    if len(utts) < 3:
+        log.info("no embedding plot: fewer than 2 utterances per speaker in the reference (e.g. ident_test "
+                 "holds one per speaker); the verification experiment's plot shows the clusters")
+        return None
+    if method == "tsne":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            log.warning("scikit-learn is not installed: PCA instead of t-SNE for the embedding plot")
+            method = "pca"
+    points = np.stack([embeddings[u] for u in utts])
+    points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)  # cosine geometry
+    return plot_embeddings(points, [utt2spk[u] for u in utts], out / "embeddings.png", method=method,
+                           title=f"{title}: {len(chosen)} speakers, {len(utts)} utterances ({method.upper()})",
+                           seed=0, num_threads=1)
+
+
+def score_sid(cfg: DictConfig) -> dict[str, Any]:
+    """Score one speaker experiment (see the module docstring); returns what ``scores.json`` holds."""
+    from speechattn.inference.sid import SpeakerEmbedder
+
+    exp_dir, ref_dir, hyp_dir, out = Path(cfg.exp_dir), Path(cfg.ref_dir), Path(cfg.hyp_dir), Path(cfg.output_dir)
+    _check_no_failures(hyp_dir)
+    utt2spk = read_table(ref_dir / "utt2spk")
+    embeddings = read_embeddings(hyp_dir / "embeddings.scp")
+    predictions_path = hyp_dir / "predictions.txt"
+    predictions = ({u: v.split()[0] for u, v in read_table(predictions_path, check_sorted=False).items()}
+                   if predictions_path.is_file() else None)
+    embedder = SpeakerEmbedder.from_exp_dir(exp_dir, device="cpu")
+    out.mkdir(parents=True, exist_ok=True)
+    facts = _experiment_facts(exp_dir)
+    name = exp_dir.name
+    scores: dict[str, Any] = {**facts, "ref_dir": str(ref_dir), "hyp_dir": str(hyp_dir),
+                              "score_kind": embedder.score_kind}
+
+    unseen = sorted(set(utt2spk.values()) - set(embedder.speakers))
+    if not unseen:
+        scores["identification"] = score_identification(embedder, embeddings, utt2spk, predictions)
+        ident = scores["identification"]
+        log.info("%s: identification top-1 %.2f%%, top-5 %.2f%% (%d utterances, %d speakers)", name,
+                 ident["top1"], ident["top5"], ident["num_utterances"], ident["num_speakers"])
+    else:
+        log.info("%s: %d of %d reference speakers are not training speakers: no identification scores", name,
+                 len(unseen), len(set(utt2spk.values())))
+        scores["num_unseen_speakers"] = len(unseen)
+    trials_path = Path(cfg.trials) if cfg.get("trials") else ref_dir / "trials"
+    if trials_path.is_file():
+        if not unseen:
+            log.warning("%s: verification trials on speakers the model was trained on (not an open-set test)", name)
+        verif = score_verification(trials_path, embeddings, float(cfg.get("p_target", 0.01)), out, name)
+        scores["verification"] = verif
+        log.info("%s: verification EER %.2f%%, minDCF(p_target=%g) %.4f over %d trials", name, verif["eer"],
+                 verif["p_target"], verif["min_dcf"], verif["num_trials"])
+    elif cfg.get("trials"):
+        raise FileNotFoundError(f"{trials_path}: trials file not found")
+    if "identification" not in scores and "verification" not in scores:
+        raise ValueError(f"{ref_dir}: nothing to score: speakers unseen in training and no trials file")
+
+    plot_speaker_embeddings(embeddings, utt2spk, int(cfg.get("embedding_plot_speakers", 20)),
+                            str(cfg.get("embedding_plot_method", "tsne")), out, name)
+    if (exp_dir / "training_curves.png").exists():
+        shutil.copyfile(exp_dir / "training_curves.png", out / "training_curves.png")
+    atomic_write_text(out / "scores.json", json.dumps(scores, indent=1, default=str) + "\n")
+    log.info("%s -> %s", name, out / "scores.json")
+    return scores
+

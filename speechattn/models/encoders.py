@@ -1,0 +1,118 @@
+"""Frame encoders compared by the phone recipe, behind one interface.
+
+Every encoder maps padded frame features to frame vectors::
+
+    forward(x: (B, T, F), lengths: (B,)) -> (B, T, H)     # padded frames are zero
+
+and exposes ``output_dim`` (H) and ``receptive_field() -> (left, right)`` in frames (``None`` when it
+is unbounded, e.g. a BLSTM or full self-attention), which chunked long-form inference uses as overlap.
+
+Models:
+    ``mlp_context``            the classic frame classifier: ±k frames concatenated, then an MLP.
+    ``blstm``                  bidirectional LSTM (unbounded context, sequential).
+    ``transformer``            full self-attention over the whole utterance.
+    ``truncated_transformer``  frame t attends to [t-L, t+R] in every layer (blockwise, O(T·(L+R))).
+
+Example:
+    >>> enc = build_encoder({"name": "mlp_context", "context": 5, "hidden_dim": 256, "num_layers": 2}, 80)
+    >>> enc(torch.randn(2, 100, 80), torch.tensor([100, 60])).shape
+    torch.Size([2, 100, 256])
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from speechattn.models.transformer import SelfAttentionEncoder
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Boolean mask ``(B, T)``, True on padded frames.
+
+    lengths = [3, 1], max_len = 4 ->
+        [[F, F, F, T],
+         [F, T, T, T]]
+    """
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class MLPContextEncoder(nn.Module):
+    """±k frames concatenated, then an MLP: the fixed-context-window frame classifier.
+
+    Splicing 2k+1 frames and applying a linear layer equals one ``Conv1d`` with kernel 2k+1 (zero-padded
+    at the utterance edges), so the first layer is written that way; the rest are per-frame layers.
+
+    Args:
+        input_dim: feature dimension F.
+        context: k, frames of context on each side.
+        hidden_dim: width H of every hidden layer (and of the output).
+        num_layers: number of hidden layers (>= 1).
+        dropout: dropout after each hidden layer.
+    """
+
+    def __init__(self, input_dim: int, context: int = 5, hidden_dim: int = 1024, num_layers: int = 3,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.context = context
+        self.splice = nn.Conv1d(input_dim, hidden_dim, kernel_size=2 * context + 1, padding=context)
+        layers: list[nn.Module] = [nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Dropout(dropout)]
+        for _ in range(num_layers - 1):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Dropout(dropout)]
+        self.mlp = nn.Sequential(*layers)
+        self.output_dim = hidden_dim
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, F), lengths: (B,) -> (B, T, H)."""
+        pad = padding_mask(lengths, x.size(1))
+        x = x.masked_fill(pad[..., None], 0.0)  # padding must not leak into the last real frames
+        h = self.mlp(self.splice(x.transpose(1, 2)).transpose(1, 2))
+        return h.masked_fill(pad[..., None], 0.0)
+
+    def receptive_field(self) -> tuple[int, int]:
+        return self.context, self.context
+
+
+class BLSTMEncoder(nn.Module):
+    """Bidirectional LSTM over the whole utterance (packed, so padding is never read).
+
+    Args:
+        input_dim: feature dimension F.
+        hidden_dim: LSTM units per direction; output H = 2 * hidden_dim.
+        num_layers: stacked BLSTM layers.
+        dropout: dropout between layers.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int = 256, num_layers: int = 3, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_dim, hidden_dim, num_layers=num_layers, batch_first=True,
+                            bidirectional=True, dropout=dropout if num_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.output_dim = 2 * hidden_dim
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, F), lengths: (B,) -> (B, T, 2·hidden)."""
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        h, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return self.dropout(h)
+
+    def receptive_field(self) -> None:
+        return None
+
+
+def build_encoder(cfg: Mapping[str, Any], input_dim: int) -> nn.Module:
+    """Build the encoder named by ``cfg["name"]`` from a Hydra ``model`` config group entry."""
+    kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
+    name = cfg["name"]
+    if name == "mlp_context":
+        return MLPContextEncoder(input_dim, **kwargs)
+    if name == "blstm":
+        return BLSTMEncoder(input_dim, **kwargs)
+    if name == "transformer":
+        kwargs["left"] = kwargs["right"] = None
+        return SelfAttentionEncoder(input_dim, **kwargs)
+    if name == "truncated_transformer":
+        return SelfAttentionEncoder(input_dim, **kwargs)
+    raise ValueError(f"unknown model '{name}': expected mlp_context, blstm, transformer or truncated_transformer")

@@ -1,0 +1,192 @@
+"""Self-attention encoder stack (pre-norm Transformer) with truncated or full self-attention.
+
+Positional information comes from a depthwise convolution added to the input (wav2vec 2.0's
+"convolutional positional embedding"), not from absolute position encodings: the encoder is then
+translation invariant, so chunked long-form inference with ``receptive_field()`` frames of context on
+each side reproduces whole-utterance outputs exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speechattn.models.attention import ENGINES, TruncatedSelfAttention
+
+__all__ = ["ConvPositionalEmbedding", "SelfAttentionEncoderLayer", "SelfAttentionEncoder", "padding_mask"]
+
+
+def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
+    """``(B, T)`` bool, True = padding frame, from ``lengths (B,)``; checks ``1 <= lengths <= max_len``."""
+    if lengths.dim() != 1:
+        raise ValueError(f"lengths must be (B,), got shape {tuple(lengths.shape)}")
+    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > max_len):
+        raise ValueError(f"lengths must lie in [1, T={max_len}], got {lengths.tolist()}")
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+
+
+class ConvPositionalEmbedding(nn.Module):
+    """Depthwise ``Conv1d`` over time + GELU, added to the input; padded frames read as zeros.
+
+    Input and output ``(B, T, D)``; ``pad`` ``(B, T)`` bool, True = padding. ``kernel_size`` must be odd
+    (centred, ``kernel_size // 2`` frames each side); 0 disables it (identity)."""
+
+    def __init__(self, d_model: int, kernel_size: int) -> None:
+        super().__init__()
+        if kernel_size < 0 or (kernel_size and kernel_size % 2 == 0):
+            raise ValueError(f"pos_conv_kernel must be 0 (off) or odd, got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.conv = (
+            nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model)
+            if kernel_size
+            else None
+        )
+
+    def forward(self, x: Tensor, pad: Tensor | None) -> Tensor:
+        if self.conv is None:
+            return x
+        if pad is not None:
+            x = x.masked_fill(pad[..., None], 0.0)  # padding must not leak into valid frames
+        return x + F.gelu(self.conv(x.transpose(1, 2)).transpose(1, 2))
+
+
+class SelfAttentionEncoderLayer(nn.Module):
+    """Pre-norm layer: ``x + Drop(Attn(LN(x)))`` then ``x + Drop(FFN(LN(x)))``, FFN = Linear-GELU-Linear."""
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        ffn_dim: int,
+        left: int | None,
+        right: int | None,
+        dropout: float,
+        engine: str,
+    ) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(d_model)
+        self.attn = TruncatedSelfAttention(d_model, num_heads, left, right, dropout=dropout, engine=engine)
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: Tensor, pad: Tensor | None, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x ``(B, T, D)``, pad ``(B, T)`` -> ``(B, T, D)``, weights (see TruncatedSelfAttention)."""
+        attended, weights = self.attn(self.attn_norm(x), pad, need_weights=need_weights)
+        x = x + self.dropout(attended)
+        x = x + self.dropout(self.ffn(self.ffn_norm(x)))
+        return x, weights
+
+
+class SelfAttentionEncoder(nn.Module):
+    """Linear projection -> convolutional positional embedding -> pre-norm self-attention layers -> LayerNorm.
+
+    Each frame attends to ``left`` past and ``right`` future frames per layer (``None, None`` = full
+    attention). Output frames beyond each utterance's length are zero.
+
+    Args:
+        input_dim: feature dimension F.
+        d_model: width D (= ``output_dim``).
+        num_layers, num_heads, ffn_dim: stack size.
+        left, right: attention context per layer in frames, or both None for full attention.
+        dropout: dropout on residual branches, FFN hidden units and attention probabilities.
+        pos_conv_kernel: odd kernel of the depthwise positional convolution (0 = none).
+        engine: attention engine, see :mod:`speechattn.models.attention`.
+
+    Example:
+        >>> encoder = SelfAttentionEncoder(input_dim=80, d_model=64, num_layers=2, num_heads=4,
+        ...                                ffn_dim=128, left=16, right=16)
+        >>> feats = torch.randn(2, 300, 80)                  # (B, T, F)
+        >>> lengths = torch.tensor([300, 210])
+        >>> encoder(feats, lengths).shape                    # (B, T, output_dim)
+        torch.Size([2, 300, 64])
+        >>> encoder.receptive_field()                        # (2*16 + 15//2, 2*16 + 15//2)
+        (39, 39)
+        >>> y, weights = encoder(feats, lengths, return_attention=1)
+        >>> weights.shape                                    # (B, H, T, L + R + 1) of layer 1
+        torch.Size([2, 4, 300, 33])
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        d_model: int = 256,
+        num_layers: int = 6,
+        num_heads: int = 4,
+        ffn_dim: int = 1024,
+        left: int | None = 32,
+        right: int | None = 32,
+        dropout: float = 0.1,
+        pos_conv_kernel: int = 15,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.input_dim = input_dim
+        self.output_dim = d_model
+        self.num_layers = num_layers
+        self.left = left
+        self.right = right
+        self.input_proj = nn.Linear(input_dim, d_model)
+        self.pos_conv = ConvPositionalEmbedding(d_model, pos_conv_kernel)
+        self.input_dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            SelfAttentionEncoderLayer(d_model, num_heads, ffn_dim, left, right, dropout, engine)
+            for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(d_model)
+
+    def receptive_field(self) -> tuple[int, int]:
+        """(left_frames, right_frames) an output frame depends on: ``(layers*L + k//2, layers*R + k//2)``.
+
+        Raises ValueError for full attention (unbounded)."""
+        if self.left is None or self.right is None:
+            raise ValueError("full attention (left=right=None) has an unbounded receptive field")
+        half = self.pos_conv.kernel_size // 2
+        return self.num_layers * self.left + half, self.num_layers * self.right + half
+
+    def forward(
+        self, x: Tensor, lengths: Tensor, return_attention: int | None = None
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x ``(B, T, F)``, lengths ``(B,)`` long -> ``(B, T, output_dim)`` (padded frames 0).
+
+        With ``return_attention=i`` (0-based layer index) returns ``(output, weights)`` where weights
+        are layer i's ``(B, H, T, L + R + 1)`` band weights (``(B, H, T, T)`` for full attention)."""
+        if x.dim() != 3 or x.shape[-1] != self.input_dim:
+            raise ValueError(f"expected x of shape (B, T, {self.input_dim}), got {tuple(x.shape)}")
+        if lengths.shape != (x.shape[0],):
+            raise ValueError(f"lengths must be ({x.shape[0]},), got {tuple(lengths.shape)}")
+        if return_attention is not None and not 0 <= return_attention < self.num_layers:
+            raise ValueError(f"return_attention must be in [0, {self.num_layers}), got {return_attention}")
+        pad = padding_mask(lengths.to(x.device), x.shape[1])
+        attn_pad = pad if bool(pad.any()) else None
+        h = self.input_dropout(self.pos_conv(self.input_proj(x), attn_pad))
+        weights = None
+        for index, layer in enumerate(self.layers):
+            h, layer_weights = layer(h, attn_pad, need_weights=index == return_attention)
+            if layer_weights is not None:
+                weights = layer_weights
+        h = self.final_norm(h).masked_fill(pad[..., None], 0.0)
+        if return_attention is None:
+            return h
+        assert weights is not None
+        return h, weights
+
+    @torch.no_grad()
+    def attention_weights(self, x: Tensor, lengths: Tensor, layer: int) -> Tensor:
+        """Layer ``layer``'s attention weights ``(B, H, T, L + R + 1)`` (eval mode, no grad), for pictures."""
+        was_training = self.training
+        self.eval()
+        try:
+            _, weights = self.forward(x, lengths, return_attention=layer)
+        finally:
+            self.train(was_training)
+        return weights

@@ -1,0 +1,93 @@
+"""Phone classification: one label per frame (sequence labelling).
+
+The model is an encoder (``speechattn.models.encoders``) followed by a linear layer to the phone classes;
+the loss is frame-level cross-entropy over real (non-padded) frames.
+
+Example:
+    >>> from speechattn.models.encoders import MLPContextEncoder
+    >>> model = FrameClassifier(MLPContextEncoder(80, context=2, hidden_dim=64, num_layers=1), num_classes=40)
+    >>> logits = model(torch.randn(2, 50, 80), torch.tensor([50, 20]))
+    >>> logits.shape
+    torch.Size([2, 50, 40])
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100  # label of padded frames: excluded from loss and accuracy
+
+
+class FrameClassifier(nn.Module):
+    """Encoder + per-frame linear classifier, optionally over stacked frames.
+
+    With ``frame_stack = k > 1`` every k consecutive 10 ms frames are concatenated into one encoder
+    position (the encoder runs at 100/k positions a second, k times cheaper), and the classifier predicts
+    the k frame labels of each position — Kaldi's "frame subsampling" for chain models, with the output
+    still one label per 10 ms frame::
+
+        frames     0 1 2 | 3 4 5 | 6 7 .        (T = 8, k = 3: the last position is zero-padded)
+        positions    0   |   1   |   2          encoder input (B, ceil(T/k), k·F)
+        logits     0 1 2 | 3 4 5 | 6 7 (8)      (B, ceil(T/k)·k, C), cropped to T
+
+    Args:
+        encoder: module with ``forward(x (B, P, k·F), lengths (B,)) -> (B, P, H)``, ``output_dim`` and
+            ``receptive_field()`` in positions.
+        num_classes: C, number of phone classes (SIL included).
+        frame_stack: k, frames per encoder position.
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, frame_stack: int = 1) -> None:
+        super().__init__()
+        if frame_stack < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {frame_stack}")
+        self.encoder = encoder
+        self.frame_stack = frame_stack
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(encoder.output_dim, num_classes * frame_stack)
+
+    def stack(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, F), (B,) -> (B, ceil(T/k), k·F), (B,) positions."""
+        k = self.frame_stack
+        B, T, F_ = x.shape
+        P = -(-T // k)
+        # Frames past each length are zeroed: the last position of an utterance may hold padding frames.
+        x = x.masked_fill(torch.arange(T, device=x.device)[None, :, None] >= lengths[:, None, None], 0.0)
+        x = F.pad(x, (0, 0, 0, P * k - T))
+        return x.reshape(B, P, k * F_), torch.div(lengths + k - 1, k, rounding_mode="floor")
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, F), lengths: (B,) -> logits (B, T, C)."""
+        if self.frame_stack == 1:
+            return self.classifier(self.encoder(x, lengths))
+        T = x.shape[1]
+        xs, positions = self.stack(x, lengths)
+        logits = self.classifier(self.encoder(xs, positions))  # (B, P, k·C)
+        return logits.reshape(x.shape[0], -1, self.num_classes)[:, :T]
+
+    def receptive_field(self) -> tuple[int, int] | None:
+        """Frames of context (left, right) an output frame depends on; None when unbounded."""
+        try:
+            rf = self.encoder.receptive_field()
+        except ValueError:  # full attention: unbounded
+            return None
+        if rf is None or self.frame_stack == 1:
+            return rf
+        k = self.frame_stack
+        # A frame sees its own position's k frames plus rf positions on each side; rounding the context
+        # up to whole positions keeps chunk boundaries aligned with the stacking grid.
+        return (rf[0] + 1) * k, (rf[1] + 1) * k
+
+
+def frame_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over real frames. logits: (B, T, C); targets: (B, T) with IGNORE_INDEX on padding."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                           label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def frame_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    """(correct, counted) frames of a batch, padding excluded."""
+    valid = targets != IGNORE_INDEX
+    return int(((logits.argmax(-1) == targets) & valid).sum()), int(valid.sum())

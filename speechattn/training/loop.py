@@ -1,0 +1,209 @@
+"""The training loop shared by every task: epochs, validation, checkpoints, resume, TensorBoard.
+
+A task supplies ``step(model, batch) -> (loss, correct, counted)``; the loop does the rest:
+
+- one atomic checkpoint per epoch (``checkpoints/epoch-N.pt`` and ``checkpoints/last.pt``), plus one every
+  ``save_every_steps`` optimizer steps mid-epoch, each holding model, optimiser, scheduler, sampler and RNG
+  state, so a killed run resumes exactly where the last checkpoint left it;
+- ``model.pt``: the weights of the epoch with the best validation accuracy (what inference loads);
+- ``history.json`` and TensorBoard scalars under ``tensorboard/`` (main rank only).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from speechattn.data.dataset import Batch
+from speechattn.training.checkpoint import load_checkpoint, save_checkpoint
+from speechattn.training.distributed import DistInfo, all_reduce_sum
+from speechattn.training.seed import rng_state, set_rng_state
+from speechattn.utils.atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, int, int]]
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0                 # epochs fully completed
+    step: int = 0                  # optimizer steps done
+    best_valid_acc: float = -1.0
+    best_epoch: int = -1
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def warmup_then_cosine(warmup_steps: int, total_steps: int, final_ratio: float = 0.05) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``final_ratio``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+class Trainer:
+    """Runs epochs of ``step`` over ``train_loader`` and validates on ``valid_loader``.
+
+    Args:
+        model: the (possibly DDP-wrapped) model.
+        raw_model: the unwrapped model (its state_dict is what is saved).
+        step: task function ``(model, batch) -> (loss, correct, counted)``.
+        train_loader: DataLoader whose ``batch_sampler`` has ``set_epoch``, ``state_dict``, ``load_state_dict``.
+        exp_dir: experiment directory.
+        max_epochs, grad_clip, save_every_steps, log_every_steps: loop settings.
+        extra_state: plain data stored in every checkpoint (e.g. the resolved config).
+    """
+
+    def __init__(self, model: nn.Module, raw_model: nn.Module, step: StepFn, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader: DataLoader,
+                 valid_loader: DataLoader, exp_dir: Path, device: torch.device, dist_info: DistInfo,
+                 max_epochs: int, grad_clip: float = 5.0, save_every_steps: int = 0, keep_checkpoints: int = 3,
+                 extra_state: dict[str, Any] | None = None, stop_after_steps: int = 0) -> None:
+        self.model, self.raw_model, self.step_fn = model, raw_model, step
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.train_loader, self.valid_loader = train_loader, valid_loader
+        self.exp_dir, self.device, self.dist = Path(exp_dir), device, dist_info
+        self.max_epochs, self.grad_clip = max_epochs, grad_clip
+        self.save_every_steps, self.keep_checkpoints = save_every_steps, keep_checkpoints
+        self.extra_state = extra_state or {}
+        self.stop_after_steps = stop_after_steps  # testing aid: simulate an interruption
+        self.ckpt_dir = self.exp_dir / "checkpoints"
+        self.state = TrainState()
+        self.batches_done = 0  # batches trained on in the current epoch (the sampler may prefetch ahead)
+        self.writer = None
+        if self.dist.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.exp_dir / "tensorboard"))
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def _checkpoint(self) -> dict[str, Any]:
+        s = self.state
+        return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "sampler": self.train_loader.batch_sampler.state_dict(batches_done=self.batches_done),
+                "rng": rng_state(),
+                "epoch": s.epoch, "step": s.step, "best_valid_acc": s.best_valid_acc, "best_epoch": s.best_epoch,
+                "history": s.history, **self.extra_state}
+
+    def save(self, tag: str) -> None:
+        if not self.dist.is_main:
+            return
+        state = self._checkpoint()
+        save_checkpoint(self.ckpt_dir / "last.pt", state)
+        if tag.startswith("epoch"):
+            save_checkpoint(self.ckpt_dir / f"{tag}.pt", state)
+            epochs = sorted(self.ckpt_dir.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+            for old in epochs[: -self.keep_checkpoints]:
+                old.unlink()
+
+    def try_resume(self) -> bool:
+        """Load ``checkpoints/last.pt`` if it exists; returns True when resumed."""
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            return False
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.raw_model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.train_loader.batch_sampler.load_state_dict(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        self.state = TrainState(ckpt["epoch"], ckpt["step"], ckpt["best_valid_acc"], ckpt["best_epoch"],
+                                list(ckpt["history"]))
+        log.info("resumed from %s: %d epochs done, step %d, sampler %s", path, self.state.epoch,
+                 self.state.step, ckpt["sampler"])
+        return True
+
+    # ---- epochs ------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        self.model.train()
+        sampler = self.train_loader.batch_sampler
+        sampler.set_epoch(epoch)  # keeps a resume point when it is the epoch being resumed
+        self.batches_done = sampler.state_dict()["batches_done"]
+        total_loss = correct = counted = 0.0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.max_epochs}", disable=not self.dist.is_main,
+                   leave=False, mininterval=5.0, initial=self.batches_done, total=len(sampler))
+        t0 = time.monotonic()
+        frames = 0
+        for batch in bar:
+            batch = batch.to(self.device)
+            loss, c, n = self.step_fn(self.model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.state.step} "
+                                         f"(utterances {batch.utts[:3]}...)")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.step += 1
+            self.batches_done += 1
+            total_loss += loss.item() * n
+            correct += c
+            counted += n
+            frames += int(batch.lengths.sum())
+            if self.writer is not None and self.state.step % 20 == 0:
+                self.writer.add_scalar("train/loss", loss.item(), self.state.step)
+                self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.state.step)
+            bar.set_postfix(loss=f"{total_loss / max(counted, 1):.3f}", acc=f"{100 * correct / max(counted, 1):.1f}")
+            if self.save_every_steps and self.state.step % self.save_every_steps == 0:
+                self.save("step")
+            if self.stop_after_steps and self.state.step >= self.stop_after_steps:
+                raise KeyboardInterrupt(f"stop_after_steps={self.stop_after_steps} reached (simulated interruption)")
+        total_loss, correct, counted = all_reduce_sum([total_loss, correct, counted], self.dist)
+        log.info("epoch %d: %.0f frames/s on this rank", epoch + 1, frames / max(time.monotonic() - t0, 1e-9))
+        return total_loss / max(counted, 1), correct / max(counted, 1)
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        self.model.eval()
+        total_loss = correct = counted = 0.0
+        for batch in self.valid_loader:
+            loss, c, n = self.step_fn(self.raw_model, batch.to(self.device))
+            total_loss += loss.item() * n
+            correct += c
+            counted += n
+        total_loss, correct, counted = all_reduce_sum([total_loss, correct, counted], self.dist)
+        return total_loss / max(counted, 1), correct / max(counted, 1)
+
+    def fit(self) -> TrainState:
+        """Train until ``max_epochs`` epochs are complete; returns the final state."""
+        self.try_resume()
+        for epoch in range(self.state.epoch, self.max_epochs):
+            t0 = time.monotonic()
+            train_loss, train_acc = self.train_epoch(epoch)
+            valid_loss, valid_acc = self.validate()
+            self.state.epoch = epoch + 1
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "valid_loss": valid_loss,
+                   "valid_acc": valid_acc, "lr": self.scheduler.get_last_lr()[0], "seconds": time.monotonic() - t0}
+            self.state.history.append(row)
+            log.info("epoch %d/%d: train loss %.3f acc %.2f%% | valid loss %.3f acc %.2f%% | %.0f s", epoch + 1,
+                     self.max_epochs, train_loss, 100 * train_acc, valid_loss, 100 * valid_acc, row["seconds"])
+            if self.writer is not None:
+                for k in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
+                    self.writer.add_scalar(k.replace("_", "/", 1), row[k], epoch + 1)
+                self.writer.flush()
+            if valid_acc > self.state.best_valid_acc:
+                self.state.best_valid_acc, self.state.best_epoch = valid_acc, epoch + 1
+                if self.dist.is_main:
+                    save_checkpoint(self.exp_dir / "model.pt", {"model": self.raw_model.state_dict(),
+                                                                "epoch": epoch + 1, "valid_acc": valid_acc,
+                                                                **self.extra_state})
+            self.save(f"epoch-{epoch + 1}")
+            if self.dist.is_main:
+                atomic_write_text(self.exp_dir / "history.json", json.dumps(self.state.history, indent=1))
+        if self.writer is not None:
+            self.writer.close()
+        return self.state

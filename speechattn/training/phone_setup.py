@@ -1,0 +1,143 @@
+"""Assemble phone-classification training from a Hydra config: data, model, optimiser, Trainer.
+
+Also copies into the experiment directory what inference needs to label new audio exactly as the
+training data was labelled: ``phones.txt``, the feature config (``feats.yaml``) and the CMVN statistics.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchaudio
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from speechattn.data.alignments import read_phone_table
+from speechattn.data.dataset import Batch, FrameLabelDataset, collate, load_features
+from speechattn.data.kaldi_dir import KaldiDataError, read_table_lists
+from speechattn.data.sampler import LengthBucketBatchSampler
+from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
+from speechattn.models.encoders import build_encoder
+from speechattn.tasks.phone import FrameClassifier, frame_correct, frame_loss
+from speechattn.training.distributed import DistInfo
+from speechattn.training.loop import Trainer, warmup_then_cosine
+
+log = logging.getLogger(__name__)
+
+
+def read_frame_labels(data_dir: Path, label_file: str, phones: list[str],
+                      utts: list[str] | None = None) -> dict[str, list[int]]:
+    """``data_dir/label_file`` (``UTT PH PH ...``) as label ids; unknown phones are errors naming the line."""
+    path = data_dir / label_file
+    table = read_table_lists(path)
+    index = {p: i for i, p in enumerate(phones)}
+    out: dict[str, list[int]] = {}
+    for lineno, (utt, labels) in enumerate(table.items(), start=1):
+        if utts is not None and utt not in utts:
+            continue
+        try:
+            out[utt] = [index[p] for p in labels]
+        except KeyError as e:
+            raise KaldiDataError(f"{path}:{lineno}: phone {e.args[0]!r} of '{utt}' is not in phones.txt") from None
+    return out
+
+
+def load_split(data_dir: Path, cfg: DictConfig, phones: list[str], normalise) -> FrameLabelDataset:
+    """Features + frame labels of one data directory (optionally only its first ``data.max_utts``)."""
+    labels = read_frame_labels(data_dir, cfg.data.labels, phones)
+    utts = sorted(labels)
+    if cfg.data.max_utts:
+        utts = utts[: int(cfg.data.max_utts)]
+    feats = load_features(data_dir, normalise, utts=utts)
+    return FrameLabelDataset(feats, {u: labels[u] for u in utts}, where=str(data_dir / cfg.data.labels))
+
+
+def frequency_masks(feats: torch.Tensor, mask_param: int, num_masks: int) -> torch.Tensor:
+    """SpecAugment frequency masks, independent per utterance. feats: (B, T, F) -> (B, T, F).
+
+    Time masks are left out on purpose: a frame whose input is masked still has to be labelled.
+    """
+    x = feats.transpose(1, 2)  # (B, F, T), torchaudio's layout
+    for _ in range(num_masks):
+        x = torchaudio.functional.mask_along_axis_iid(x, mask_param, 0.0, axis=1)
+    return x.transpose(1, 2)
+
+
+def make_step(cfg: DictConfig):
+    smoothing = float(cfg.trainer.label_smoothing)
+    augment = bool(cfg.trainer.spec_augment)
+
+    def step(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int, int]:
+        feats = batch.feats
+        if augment and model.training:
+            feats = frequency_masks(feats, int(cfg.trainer.freq_mask_param), int(cfg.trainer.num_freq_masks))
+        logits = model(feats, batch.lengths)
+        loss = frame_loss(logits, batch.targets, smoothing if model.training else 0.0)
+        correct, counted = frame_correct(logits, batch.targets)
+        return loss, correct, counted
+
+    return step
+
+
+def build_phone_model(model_cfg: Any, input_dim: int, num_classes: int) -> FrameClassifier:
+    """Encoder + classifier from the ``model`` config group. ``frame_stack`` (default 1) stacks that many
+    frames per encoder position; ``left``/``right`` stay in 10 ms frames and are converted to positions."""
+    cfg = dict(model_cfg)
+    k = int(cfg.pop("frame_stack", 1) or 1)
+    for side in ("left", "right"):
+        if cfg.get(side) is not None:
+            cfg[side] = -(-int(cfg[side]) // k)
+    return FrameClassifier(build_encoder(cfg, input_dim * k), num_classes, frame_stack=k)
+
+
+def build_phone_training(cfg: DictConfig, exp_dir: Path, device: torch.device, dist_info: DistInfo) -> Trainer:
+    train_dir, valid_dir = Path(cfg.data.train_dir), Path(cfg.data.valid_dir)
+    phones = read_phone_table(Path(cfg.data.lang_dir) / "phones.txt")
+    if dist_info.is_main:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(cfg.data.lang_dir) / "phones.txt", exp_dir / "phones.txt")
+        feats_yaml = train_dir / "feats.yaml"
+        if feats_yaml.exists():
+            shutil.copyfile(feats_yaml, exp_dir / "feats.yaml")
+        copy_cmvn_to_exp(cfg.cmvn, train_dir, exp_dir)
+    train_set = load_split(train_dir, cfg, phones, make_normaliser(cfg.cmvn, train_dir, train_dir))
+    valid_set = load_split(valid_dir, cfg, phones, make_normaliser(cfg.cmvn, valid_dir, train_dir))
+    input_dim = next(iter(train_set.feats.values())).shape[1]
+    log.info("train: %d utterances, %d frames; valid: %d utterances, %d frames; %d-dim features, %d classes",
+             len(train_set), sum(train_set.lengths()), len(valid_set), sum(valid_set.lengths()), input_dim,
+             len(phones))
+
+    t = cfg.trainer
+    sampler = LengthBucketBatchSampler(train_set.lengths(), int(t.max_frames_per_batch), num_buckets=int(t.num_buckets),
+                                       shuffle=True, seed=int(t.seed), rank=dist_info.rank,
+                                       world_size=dist_info.world_size)
+    valid_sampler = LengthBucketBatchSampler(valid_set.lengths(), int(t.max_frames_per_batch), shuffle=False,
+                                             rank=dist_info.rank, world_size=dist_info.world_size)
+    # Own generators: creating a DataLoader iterator draws a seed from its generator, and drawing from the
+    # global RNG would shift dropout/augmentation after a mid-epoch resume.
+    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate, num_workers=int(t.num_workers),
+                              generator=torch.Generator().manual_seed(int(t.seed)))
+    valid_loader = DataLoader(valid_set, batch_sampler=valid_sampler, collate_fn=collate,
+                              generator=torch.Generator().manual_seed(int(t.seed)))
+
+    raw_model = build_phone_model(cfg.model, input_dim, len(phones)).to(device)
+    n_params = sum(p.numel() for p in raw_model.parameters())
+    log.info("model %s: %.2f M parameters", cfg.model.name, n_params / 1e6)
+    model = DistributedDataParallel(raw_model) if dist_info.enabled else raw_model
+
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=float(o.lr), weight_decay=float(o.weight_decay),
+                                  betas=tuple(o.betas))
+    total_steps = len(sampler) * int(t.max_epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_then_cosine(int(o.warmup_steps), total_steps, float(o.final_lr_ratio)))
+    extra = {"config": OmegaConf.to_container(cfg, resolve=True), "phones": phones, "input_dim": input_dim,
+             "num_params": n_params}
+    return Trainer(model, raw_model, make_step(cfg), optimizer, scheduler, train_loader, valid_loader, exp_dir,
+                   device, dist_info, max_epochs=int(t.max_epochs), grad_clip=float(t.grad_clip),
+                   save_every_steps=int(t.save_every_steps), keep_checkpoints=int(t.keep_checkpoints),
+                   extra_state=extra, stop_after_steps=int(t.stop_after_steps))

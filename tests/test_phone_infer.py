@@ -1,0 +1,104 @@
+"""speechattn-infer task=phone: any Kaldi data dir (only wav.scp), bad audio skipped, long-form = whole."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from hydra import compose, initialize_config_dir
+
+from phone_data import make_phone_corpus, phone_overrides, synth_utterance
+from speechattn.bin._hydra import CONF_DIR
+from speechattn.bin.train import run
+from speechattn.data.kaldi_dir import read_table_lists
+from speechattn.inference.phone import PhoneLabeler
+from speechattn.inference.phone_infer import infer_phone_dir
+
+
+@pytest.fixture(scope="module")
+def exp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_phone_corpus(tmp_path_factory.mktemp("corpus"))
+    exp = root / "exp"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=phone_overrides(root, exp) + ["trainer.max_epochs=2"])
+    run(cfg, exp)
+    return exp
+
+
+def _wav_only_dir(tmp_path: Path, n: int = 3) -> tuple[Path, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(7)
+    d = tmp_path / "new_data"
+    d.mkdir()
+    audio = {}
+    lines = []
+    for i in range(n):
+        utt = f"new{i}"
+        audio[utt], _ = synth_utterance(rng)
+        sf.write(tmp_path / f"{utt}.wav", audio[utt], 16000)
+        lines.append(f"{utt} {tmp_path / f'{utt}.wav'}\n")
+    (d / "wav.scp").write_text("".join(lines))
+    return d, audio
+
+
+def test_infer_on_wav_scp_only(exp_dir: Path, tmp_path: Path) -> None:
+    data, audio = _wav_only_dir(tmp_path)
+    out = tmp_path / "out"
+    infer_phone_dir(exp_dir, data, out)
+    frames = read_table_lists(out / "frames.txt", check_sorted=False)
+    assert list(frames) == sorted(audio)
+    for utt, wav in audio.items():
+        assert len(frames[utt]) == 1 + (len(wav) - 400) // 160  # one label per 25/10 ms frame
+    ctm = [line.split() for line in (out / "phones.ctm").read_text().splitlines()]
+    # CTM runs re-expand to exactly the frame labels.
+    for utt in audio:
+        rows = [r for r in ctm if r[0] == utt]
+        expanded = [r[4] for r in rows for _ in range(round(float(r[3]) / 0.01))]
+        assert expanded == frames[utt]
+    mtime = (out / "frames.txt").stat().st_mtime_ns
+    infer_phone_dir(exp_dir, data, out)  # complete output: skipped
+    assert (out / "frames.txt").stat().st_mtime_ns == mtime
+
+
+def test_bad_audio_is_skipped_and_listed(exp_dir: Path, tmp_path: Path) -> None:
+    data, audio = _wav_only_dir(tmp_path, n=2)
+    sf.write(tmp_path / "short.wav", np.zeros(300, dtype=np.float32), 16000)  # shorter than one window
+    (tmp_path / "empty.wav").write_bytes(b"")
+    lines = (data / "wav.scp").read_text()
+    lines = f"a_empty {tmp_path / 'empty.wav'}\na_short {tmp_path / 'short.wav'}\n" + lines
+    (data / "wav.scp").write_text(lines)
+    out = tmp_path / "out"
+    infer_phone_dir(exp_dir, data, out)
+    failed = (out / "failed.txt").read_text()
+    assert "a_empty" in failed and "a_short" in failed and "wav.scp:1" in failed and "wav.scp:2" in failed
+    assert set(read_table_lists(out / "frames.txt", check_sorted=False)) == set(audio)
+
+
+def test_pipes_refused_unless_enabled(exp_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "piped"
+    data.mkdir()
+    (data / "wav.scp").write_text("u1 cat /nonexistent.wav |\n")
+    out = tmp_path / "out"
+    infer_phone_dir(exp_dir, data, out)
+    assert "pipe" in (out / "failed.txt").read_text()
+
+
+def test_unsorted_wav_scp_is_an_error_naming_the_line(exp_dir: Path, tmp_path: Path) -> None:
+    data, _ = _wav_only_dir(tmp_path)
+    lines = (data / "wav.scp").read_text().splitlines()
+    (data / "wav.scp").write_text("\n".join(reversed(lines)) + "\n")
+    with pytest.raises(ValueError, match=r"wav.scp:2"):
+        infer_phone_dir(exp_dir, data, tmp_path / "out")
+
+
+def test_long_form_chunked_labels_equal_whole_utterance(exp_dir: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    wav = np.concatenate([synth_utterance(rng)[0] for _ in range(40)])  # ~25 s
+    path = tmp_path / "long.flac"
+    sf.write(path, wav, 16000)
+    labeler = PhoneLabeler.from_exp_dir(exp_dir)
+    whole = labeler.label_waveform(torch.from_numpy(sf.read(path, dtype="float32")[0]))
+    chunked = [lab for _, chunk in labeler.iter_label_file(str(path), chunk_frames=300) for lab in chunk]
+    assert len(whole) == 1 + (len(wav) - 400) // 160
+    assert chunked == whole

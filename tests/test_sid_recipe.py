@@ -1,0 +1,101 @@
+"""Small end-to-end runs of recipes/{speechocean762,fsdd}/sid/run.sh on a few real speakers from ../shared.
+
+Tiny model, one epoch, a work directory under tmp (``--work-dir``): the recipes' own data/ and exp/ are
+never touched. Each run checks every stage's outputs; the speechocean762 one also checks that a re-run
+skips the completed work.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SPEECHOCEAN = SHARED / "corpora" / "speechocean762"
+FSDD = SHARED / "corpora" / "fsdd"
+
+TINY = ("trainer.max_epochs=1 model.d_model=32 model.num_layers=1 model.num_heads=2 model.ffn_dim=64 "
+        "sid.embed_dim=16 sid.pooling_kwargs.hidden_dim=16 trainer.max_frames_per_batch=3000")
+
+
+def _run(recipe: str, corpus: Path, work_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", str(ROOT / "recipes" / recipe / "sid" / "run.sh"), "--corpus-dir", str(corpus),
+                           "--work-dir", str(work_dir), "--nj", "1", "--train-args", TINY, *args],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def _check_decode(decode: Path, data: Path) -> list[list[str]]:
+    utts = [line.split()[0] for line in (data / "wav.scp").read_text().splitlines()]
+    predictions = [line.split() for line in (decode / "predictions.txt").read_text().splitlines()]
+    assert [p[0] for p in predictions] == utts
+    embeddings = dict(kaldiio.load_scp(str(decode / "embeddings.scp")))
+    assert sorted(embeddings) == sorted(utts)
+    assert all(np.asarray(v).shape == (16,) for v in embeddings.values())
+    assert (decode / "failed.txt").read_text() == ""
+    return predictions
+
+
+def test_speechocean762_sid_recipe_end_to_end(tmp_path: Path) -> None:
+    if not SPEECHOCEAN.is_dir():
+        pytest.skip(f"../shared not found: {SPEECHOCEAN} is absent (the speechocean762 corpus, openslr 101)")
+    work = tmp_path / "so762"
+    result = _run("speechocean762", SPEECHOCEAN, work, "--max-speakers", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    for stage_line in ("stage 0", "stage 1", "stage 2", "stage 3", "stage 4", "stage 5"):
+        assert stage_line in result.stderr
+    speakers = (work / "exp" / "ident" / "speakers.txt").read_text().split()
+    assert len(speakers) == 4  # 2 of train/ + 2 of test/
+    assert len((work / "exp" / "verif" / "speakers.txt").read_text().split()) == 2  # train/ speakers only
+    predictions = _check_decode(work / "exp" / "ident" / "decode_ident_test", work / "data" / "ident_test")
+    assert all(p[1] in speakers for p in predictions)
+    _check_decode(work / "exp" / "verif" / "decode_verif_test", work / "data" / "verif_test")
+
+    ident = json.loads((work / "exp" / "ident" / "scores" / "scores.json").read_text())
+    assert 0 <= ident["identification"]["top1"] <= ident["identification"]["top5"] == 100.0  # 4 speakers
+    verif = json.loads((work / "exp" / "verif" / "scores" / "scores.json").read_text())
+    trials = (work / "data" / "verif_test" / "trials").read_text().splitlines()
+    assert verif["verification"]["num_trials"] == len(trials) and 0 <= verif["verification"]["eer"] <= 100
+    assert "identification" not in verif  # its test speakers were never seen in training
+    assert (work / "exp" / "verif" / "scores" / "det.png").stat().st_size > 1000
+    assert (work / "exp" / "verif" / "scores" / "embeddings.png").stat().st_size > 1000  # 10 utterances/speaker
+    table = (work / "RESULTS.md").read_text()
+    assert "| ident |" in table and "| verif |" in table
+
+    # Re-running skips every completed stage.
+    model_pt = work / "exp" / "verif" / "model.pt"
+    before = model_pt.stat().st_mtime_ns
+    again = _run("speechocean762", SPEECHOCEAN, work, "--max-speakers", "2", "--stage", "0", "--stop-stage", "4")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert model_pt.stat().st_mtime_ns == before
+    log = again.stdout + again.stderr
+    for message in ("up to date, nothing to do", "feats.scp is up to date", "is complete"):
+        assert message in log, log[-3000:]
+
+
+def test_fsdd_sid_recipe_end_to_end(tmp_path: Path) -> None:
+    if not FSDD.is_dir():
+        pytest.skip(f"../shared not found: {FSDD} is absent (the Free Spoken Digit Dataset)")
+    work = tmp_path / "fsdd"
+    result = _run("fsdd", FSDD, work, "--max-speakers", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    feats_yaml = (work / "exp" / "ident" / "feats.yaml").read_text()
+    assert "high_freq: 3800" in feats_yaml  # the 8 kHz band limit travels with the model
+    predictions = _check_decode(work / "exp" / "ident" / "decode_ident_test", work / "data" / "ident_test")
+    assert {p[1] for p in predictions} <= {"george", "jackson"}
+    scores = json.loads((work / "exp" / "ident" / "scores" / "scores.json").read_text())
+    assert scores["identification"]["num_speakers"] == 2
+    assert "verification" not in scores
+    assert "| ident |" in (work / "RESULTS.md").read_text()
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:
+    result = _run("speechocean762", tmp_path / "nowhere", tmp_path / "work", "--stop-stage", "0")
+    assert result.returncode != 0
+    assert "not found" in result.stderr and "openslr" in result.stderr
