@@ -307,7 +307,9 @@ def test_compute_features_stage_end_to_end(tmp_path: Path) -> None:
     summary = stage.run(compose("compute_features", [f"data_dir={data_dir}", "nj=2", "job=1", "progress=false"]))
     assert summary["merged"] is True  # job 2 was already complete from the first run
     # A newer wav.scp makes every job stale: the first job to finish waits for the other, which merges.
-    os.utime(data_dir / "wav.scp")
+    # Explicitly newer: file-system timestamps are coarse, so "now" can tie with the feats.scp just written.
+    newer = (data_dir / "feats.scp").stat().st_mtime_ns + 1_000_000
+    os.utime(data_dir / "wav.scp", ns=(newer, newer))
     summary = stage.run(compose("compute_features", [f"data_dir={data_dir}", "nj=2", "job=2", "progress=false"]))
     assert summary == {"skipped": False, "merged": False, "pending": [1]}
     summary = stage.run(compose("compute_features", [f"data_dir={data_dir}", "nj=2", "job=1", "progress=false"]))

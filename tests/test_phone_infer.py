@@ -102,3 +102,20 @@ def test_long_form_chunked_labels_equal_whole_utterance(exp_dir: Path, tmp_path:
     chunked = [lab for _, chunk in labeler.iter_label_file(str(path), chunk_frames=300) for lab in chunk]
     assert len(whole) == 1 + (len(wav) - 400) // 160
     assert chunked == whole
+
+
+def test_corrupt_block_in_a_long_file_is_reported_with_its_offset(exp_dir: Path, tmp_path: Path) -> None:
+    data, audio = _wav_only_dir(tmp_path, n=2)
+    rng = np.random.default_rng(5)
+    long_path = tmp_path / "long.flac"
+    sf.write(long_path, np.concatenate([synth_utterance(rng)[0] for _ in range(60)]), 16000)
+    raw = bytearray(long_path.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 4096] = b"\xff" * 4096  # FLAC frames carry CRCs: soundfile notices
+    long_path.write_bytes(bytes(raw))
+    (data / "wav.scp").write_text(f"a_long {long_path}\n" + (data / "wav.scp").read_text())
+    out = tmp_path / "out"
+    infer_phone_dir(exp_dir, data, out, chunk_frames=500)  # long file > chunk: the chunked path reads blocks
+    failed = (out / "failed.txt").read_text()
+    assert failed.startswith("a_long") and "corrupt audio block at" in failed and " s" in failed
+    frames = read_table_lists(out / "frames.txt", check_sorted=False)
+    assert set(frames) == set(audio)  # the other utterances are labelled and written completely

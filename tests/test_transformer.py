@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from speechattn.models.transformer import SelfAttentionEncoder
+from speechattn.models.transformer import SelfAttentionEncoder, map_time_chunks
 
 ATOL = 1e-5
 
@@ -76,6 +76,34 @@ def test_chunked_inference_with_receptive_field_context_is_identical():
         lo, hi = max(0, start - left_ctx), min(T, end + right_ctx)
         chunk = encoder(x[:, lo:hi], torch.tensor([hi - lo]))[0]
         torch.testing.assert_close(chunk[start - lo : end - lo], full[start:end], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("chunk", [7, 16, 50])
+def test_no_grad_time_chunked_forward_equals_whole_forward(chunk):
+    encoder = small_encoder(left=4, right=3, inference_chunk=chunk)
+    x = torch.randn(3, 90, 12)
+    lengths = torch.tensor([90, 61, 5])
+    whole = encoder(x, lengths)  # grad enabled: the whole-sequence path
+    with torch.no_grad():
+        chunked = encoder(x, lengths)
+    with torch.inference_mode():
+        chunked_inference = encoder(x, lengths)
+    torch.testing.assert_close(chunked, whole, atol=ATOL, rtol=0)
+    torch.testing.assert_close(chunked_inference, whole, atol=ATOL, rtol=0)
+    assert torch.all(chunked[1, 61:] == 0)
+
+
+def test_map_time_chunks_gives_each_chunk_its_halo():
+    x = torch.arange(20.0).view(1, 20, 1)
+    seen = []
+
+    def fn(xc, pc):
+        seen.append((int(xc[0, 0, 0]), int(xc[0, -1, 0])))
+        return xc * 2
+
+    out = map_time_chunks(fn, x, None, 2, 1, 8)
+    torch.testing.assert_close(out, x * 2)
+    assert seen == [(0, 8), (6, 16), (14, 19)]
 
 
 def test_attention_weights_for_pictures():

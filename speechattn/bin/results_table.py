@@ -27,7 +27,9 @@ def _context(model: dict) -> str:
     if name == "mlp_context":
         return f"±{model['context']}"
     if name == "truncated_transformer":
-        return f"[t-{model['left']}, t+{model['right']}] × {model['num_layers']} layers"
+        k = int(model.get("frame_stack", 1) or 1)
+        left, right = -(-int(model["left"]) // k) * k, -(-int(model["right"]) // k) * k  # whole positions
+        return f"[t-{left}, t+{right}] × {model['num_layers']} layers"
     return "whole utterance"
 
 
@@ -51,11 +53,10 @@ SID_COLUMNS = [("experiment", "experiment"), ("params (M)", "params"), ("encoder
 def _sid_encoder(model: dict, sid: dict) -> str:
     name = model.get("name", "?")
     size = f"{model.get('num_layers', '?')}x{model.get('d_model', '?')}"
-    stack = int(sid.get("frame_stack", 1) or 1)
-    rate = f", {10 * stack} ms frames" if stack > 1 else ""
-    if name == "truncated_transformer":
-        return f"{name} {size}, [t-{model['left']}, t+{model['right']}]{rate}"
-    return f"{name} {size}{rate}"
+    frame_ms = 10 * int(model.get("frame_stack", 1) or 1)
+    if name == "truncated_transformer":  # left/right are in 10 ms frames
+        return f"{name} {size}, [t-{model['left']}, t+{model['right']}] frames, {frame_ms} ms positions"
+    return f"{name} {size}, {frame_ms} ms positions"
 
 
 def sid_row(exp: Path, scores: dict) -> dict[str, str]:

@@ -84,9 +84,14 @@ def draw_attention_map(cfg: DictConfig, ref: dict[str, list[str]], out: Path) ->
     feats = labeler.features(load_audio(wav_scp[utt], labeler.feature_cfg.sample_rate), utt)
     weights = labeler.attention(feats, int(cfg.attention_layer))
     banded = model_cfg["name"] == "truncated_transformer"
-    return plot_attention_map(weights.numpy(), out / "attention_map.png", banded=banded,
-                              left=model_cfg.get("left"), right=model_cfg.get("right"), frame_labels=ref[utt],
-                              title=f"{model_cfg['name']}: layer {int(cfg.attention_layer) % int(model_cfg['num_layers'])} attention (0 = first), {utt}")
+    k = labeler.model.frame_stack
+    encoder = labeler.model.encoder  # left/right in encoder positions (k frames each)
+    layer = int(cfg.attention_layer) % encoder.num_layers
+    unit = "frames" if k == 1 else f"positions of {k} frames"
+    return plot_attention_map(weights.numpy(), out / "attention_map.png", banded=banded, left=encoder.left,
+                              right=encoder.right, frame_labels=ref[utt][::k],
+                              title=f"{model_cfg['name']}: attention of layer {layer} (0 = first), {utt}, "
+                                    f"axes in {unit}")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="score", version_base="1.3")

@@ -101,10 +101,14 @@ class PhoneLabeler:
 
     @torch.no_grad()
     def attention(self, feats: torch.Tensor, layer: int = -1) -> torch.Tensor | None:
-        """Attention weights of one layer for a short utterance, or None when the model has no attention."""
+        """Attention weights ``(H, P, L+R+1)`` (banded) or ``(H, P, P)`` (full) of one layer for a short
+        utterance, over encoder positions (P = T / frame_stack); None when the model has no attention."""
         enc = self.model.encoder
         if not hasattr(enc, "attention_weights"):
             return None
+        x = feats[None].to(self.device)
         lengths = torch.tensor([feats.shape[0]], device=self.device)
+        if self.model.frame_stack > 1:
+            x, lengths = self.model.stack(x, lengths)
         layer = layer % enc.num_layers  # -1 = last layer
-        return enc.attention_weights(feats[None].to(self.device), lengths, layer)[0].float().cpu()
+        return enc.attention_weights(x, lengths, layer)[0].float().cpu()

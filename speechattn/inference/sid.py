@@ -12,10 +12,11 @@ trained so that a correct speaker scores above cos(margin) of the others); with 
 is the softmax posterior. To decide *whether* two recordings share a speaker (open set), compare their
 embeddings (cosine scoring, as ``speechattn-score`` does for verification trials).
 
-Example:
-    >>> embedder = SpeakerEmbedder.from_exp_dir("recipes/speechocean762/sid/exp/ident")
-    >>> emb = embedder.embed_waveform(waveform)                   # (E,) float32
-    >>> speaker, score = embedder.predict(emb)                    # top-1 training speaker, cosine score
+Usage with a trained experiment::
+
+    embedder = SpeakerEmbedder.from_exp_dir("recipes/speechocean762/sid/exp/ident")
+    emb = embedder.embed_waveform(load_audio("utt.flac"))    # (E,) float32
+    speaker, score = embedder.predict(emb)                   # top-1 training speaker, cosine score
 """
 from __future__ import annotations
 
@@ -38,7 +39,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SpeakerEmbedder:
-    """A trained speaker model with its feature pipeline and closed speaker set."""
+    """A trained speaker model with its feature pipeline and closed speaker set.
+
+    Normally built by :meth:`from_exp_dir`; here with an untrained tiny model:
+
+    Example:
+        >>> model = build_sid_model({"name": "truncated_transformer", "frame_stack": 4, "d_model": 32,
+        ...                          "num_layers": 1, "num_heads": 2, "ffn_dim": 64, "left": 16, "right": 16},
+        ...                         {"embed_dim": 8}, input_dim=80, num_speakers=3).eval()
+        >>> embedder = SpeakerEmbedder(model, ["ann", "bob", "cy"], FeatureConfig(), lambda utt, f: f, {},
+        ...                            torch.device("cpu"))
+        >>> emb = embedder.embed_waveform(0.1 * torch.randn(12345))   # any length: one vector
+        >>> emb.shape, embedder.scores(emb).shape
+        (torch.Size([8]), torch.Size([3]))
+        >>> speaker, score = embedder.predict(emb)
+        >>> speaker in embedder.speakers and -1.0 <= score <= 1.0
+        True
+    """
 
     model: SpeakerModel
     speakers: list[str]

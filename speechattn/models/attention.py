@@ -16,7 +16,7 @@ Engines (``engine=`` of :class:`TruncatedSelfAttention`):
     requested, no attention dropout while training, right-padded batch), else ``flex``, else ``blockwise``
     (the only engine that returns attention weights). See :func:`resolve_engine`.
 
-We never call SDPA with a boolean T x T mask: on every backend it materialises O(T^2) memory.
+We never call SDPA with a boolean T x T mask: the mask alone is O(T^2) memory (and CPU time to build).
 Full attention (``left = right = None``) uses ``F.scaled_dot_product_attention`` without a mask, or with a
 ``(B, 1, 1, T)`` key mask when the batch is padded.
 
@@ -36,7 +36,6 @@ What was exercised on this machine (torch 2.11, CPU only, no GPU):
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import torch
@@ -244,8 +243,8 @@ def dense_masked_attention(
     mask = (offset < -left) | (offset > right)  # (T, T)
     if key_padding_mask is not None:
         mask = mask | key_padding_mask[:, None, None, :]  # (B, 1, T, T)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * Dh**-0.5
-    probs = _softmax(scores.masked_fill(mask, torch.finfo(scores.dtype).min))
+    scores = torch.matmul(q * Dh**-0.5, k.transpose(-1, -2))
+    probs = _softmax(scores.masked_fill_(mask, torch.finfo(scores.dtype).min))  # in place: 2, not 3, T x T
     if key_padding_mask is not None:
         probs = probs.masked_fill(key_padding_mask[:, None, :, None], 0.0)
     band_weights = None
@@ -619,7 +618,12 @@ class TruncatedSelfAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         left, right = self.left, self.right
         assert left is not None and right is not None
-        right_padded = pad is None or _lengths_if_right_padded(pad, q.shape[0], q.shape[2], q.device) is not None
+        right_padded = (
+            pad is None
+            or self.engine != "auto"
+            or q.device.type != "cuda"
+            or _lengths_if_right_padded(pad, q.shape[0], q.shape[2], q.device) is not None
+        )  # only "auto" on CUDA needs to know (varlen requires right padding)
         engine = resolve_engine(
             self.engine, q.device, q.dtype, need_weights=need_weights,
             dropout_active=dropout_p > 0.0, right_padded=right_padded,

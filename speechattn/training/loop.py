@@ -207,3 +207,23 @@ class Trainer:
         if self.writer is not None:
             self.writer.close()
         return self.state
+
+
+def build_trainer(cfg: Any, raw_model: nn.Module, step: StepFn, train_loader: DataLoader, valid_loader: DataLoader,
+                  exp_dir: Path, device: torch.device, dist_info: DistInfo,
+                  extra_state: dict[str, Any]) -> Trainer:
+    """The part of every task's setup that is the same: DDP wrapping, AdamW with warm-up + cosine decay
+    (the ``optim`` group), and the Trainer with the ``trainer`` group's loop settings."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    model = DistributedDataParallel(raw_model) if dist_info.enabled else raw_model
+    o, t = cfg.optim, cfg.trainer
+    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=float(o.lr), weight_decay=float(o.weight_decay),
+                                  betas=tuple(o.betas))
+    total_steps = len(train_loader.batch_sampler) * int(t.max_epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_then_cosine(int(o.warmup_steps), total_steps, float(o.final_lr_ratio)))
+    return Trainer(model, raw_model, step, optimizer, scheduler, train_loader, valid_loader, exp_dir, device,
+                   dist_info, max_epochs=int(t.max_epochs), grad_clip=float(t.grad_clip),
+                   save_every_steps=int(t.save_every_steps), keep_checkpoints=int(t.keep_checkpoints),
+                   extra_state=extra_state, stop_after_steps=int(t.stop_after_steps))

@@ -11,8 +11,8 @@ resumed from a mid-epoch checkpoint draws exactly the crops the uninterrupted ru
 Utterances shorter than the crop are used whole: the batch is padded to its longest crop and the model
 masks the padding (their number is logged). Validation uses whole utterances.
 
-Model (:func:`build_sid_model`): optional frame stacking (``sid.frame_stack`` consecutive 10 ms frames
-concatenated: a lower frame rate for the encoder) -> the ``model`` group's encoder (``build_encoder``,
+Model (:func:`build_sid_model`): optional frame stacking (``model.frame_stack`` consecutive 10 ms frames
+concatenated: a lower frame rate for the encoder, as in the phone models) -> the ``model`` group's encoder (``build_encoder``,
 ``truncated_transformer`` by default) -> pooling -> embedding -> AAM-softmax or softmax
 (:class:`speechattn.tasks.sid.SpeakerModel`).
 
@@ -71,10 +71,10 @@ class FrameStackEncoder(nn.Module):
     output as each utterance alone. ``factor=1`` is the identity front end.
 
     Example:
-        >>> enc = FrameStackEncoder(nn.Identity(), 2)
-        >>> enc.output_dim = 160
+        >>> inner = build_encoder({"name": "mlp_context", "context": 1, "hidden_dim": 16, "num_layers": 1}, 2 * 80)
+        >>> enc = FrameStackEncoder(inner, 2)
         >>> enc(torch.randn(2, 5, 80), torch.tensor([5, 3])).shape
-        torch.Size([2, 3, 160])
+        torch.Size([2, 3, 16])
         >>> enc.output_lengths(torch.tensor([5, 3])).tolist()
         [3, 2]
     """
@@ -82,7 +82,7 @@ class FrameStackEncoder(nn.Module):
     def __init__(self, encoder: nn.Module, factor: int) -> None:
         super().__init__()
         if factor < 1:
-            raise ValueError(f"sid.frame_stack must be >= 1, got {factor}")
+            raise ValueError(f"model.frame_stack must be >= 1, got {factor}")
         self.encoder = encoder
         self.factor = factor
         self.output_dim = getattr(encoder, "output_dim", None)
@@ -119,17 +119,25 @@ class FrameStackEncoder(nn.Module):
 
 def build_sid_model(model_cfg: Mapping[str, Any], sid_cfg: Mapping[str, Any], input_dim: int,
                     num_speakers: int) -> SpeakerModel:
-    """Speaker model from the ``model`` group (encoder) and the ``sid`` group (front end, pooling, head).
+    """Speaker model from the ``model`` group (encoder) and the ``sid`` group (pooling, embedding, head).
+
+    As for the phone models, ``model.frame_stack`` (default 1) stacks that many 10 ms frames per encoder
+    position, and ``model.left``/``model.right`` are in 10 ms frames, rounded up to whole positions.
 
     Example:
-        >>> model = build_sid_model({"name": "truncated_transformer", "d_model": 32, "num_layers": 1,
-        ...                          "num_heads": 2, "ffn_dim": 64, "left": 4, "right": 4},
-        ...                         {"pooling": "attentive_stats", "embed_dim": 16, "frame_stack": 2}, 80, 5)
+        >>> model = build_sid_model({"name": "truncated_transformer", "frame_stack": 2, "d_model": 32,
+        ...                          "num_layers": 1, "num_heads": 2, "ffn_dim": 64, "left": 8, "right": 8},
+        ...                         {"pooling": "attentive_stats", "embed_dim": 16}, 80, 5)
         >>> model(torch.randn(3, 50, 80), torch.tensor([50, 31, 7])).shape
         torch.Size([3, 16])
+        >>> model.encoder.encoder.left                       # 8 frames = 4 positions of 20 ms
+        4
     """
     model_cfg, sid_cfg = dict(model_cfg), dict(sid_cfg)
-    factor = int(sid_cfg.get("frame_stack", 1))
+    factor = int(model_cfg.pop("frame_stack", 1) or 1)
+    for side in ("left", "right"):
+        if model_cfg.get(side) is not None:
+            model_cfg[side] = -(-int(model_cfg[side]) // factor)
     encoder = FrameStackEncoder(build_encoder(model_cfg, input_dim * factor), factor)
     return SpeakerModel(encoder, num_speakers, pooling=sid_cfg.get("pooling", "attentive_stats"),
                         embed_dim=int(sid_cfg.get("embed_dim", 192)), head=sid_cfg.get("head", "aam"),
@@ -392,7 +400,7 @@ def build_sid_training(cfg: DictConfig, exp_dir: Path, device: torch.device, dis
     raw_model = build_sid_model(model_cfg, sid_cfg, input_dim, len(speakers)).to(device)
     n_params = sum(p.numel() for p in raw_model.parameters())
     log.info("model %s + %s pooling + %s head: %.2f M parameters, %d speakers, frame stack %d", cfg.model.name,
-             cfg.sid.pooling, cfg.sid.head, n_params / 1e6, len(speakers), int(cfg.sid.frame_stack))
+             cfg.sid.pooling, cfg.sid.head, n_params / 1e6, len(speakers), int(cfg.model.get("frame_stack", 1) or 1))
     model = DistributedDataParallel(raw_model) if dist_info.enabled else raw_model
 
     o = cfg.optim

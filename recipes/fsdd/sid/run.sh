@@ -15,17 +15,18 @@
 #   4 infer     speechattn-infer task=sid on data/ident_test -> exp/ident/decode_ident_test
 #   5 score     top-1/top-5 accuracy, embedding plot -> exp/ident/scores, RESULTS.md
 #
-# Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --train-args "trainer.max_epochs=5"
-#        ./run.sh --max-speakers 3 --work-dir /tmp/fsdd_quick --train-args "trainer.max_epochs=1"
+# Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --epochs 10 --train-args "sid=self_attention"
+#        ./run.sh --max-speakers 3 --work-dir /tmp/fsdd_quick --epochs 1
 set -euo pipefail
 
 stage=0                 # first stage to run
 stop_stage=5            # last stage to run
 corpus_dir=             # FSDD root (default: ../shared/corpora/fsdd beside the project)
-work_dir=               # where data/, fbank/, exp/ and RESULTS.md go (default: this recipe directory)
+work_dir=               # where data/ (with the features), exp/ and RESULTS.md go (default: this recipe directory)
 nj=2                    # parallel jobs for feature extraction
 high_freq=3800          # upper edge of the mel filterbank in Hz (8 kHz audio: content below 4 kHz)
-train_args="trainer.max_epochs=12"   # extra Hydra overrides for training (FSDD epochs are short)
+epochs=6                # training epochs (6 speakers: dev accuracy is above 99 % after a few epochs)
+train_args=             # extra Hydra overrides for training, e.g. "sid=mean model.num_layers=2"
 max_speakers=0          # >0: only the first N speakers (quick runs, tests)
 force=false             # true: redo every selected stage even when its outputs are complete
 . "$(dirname "$0")/../../../utils/parse_options.sh"
@@ -41,7 +42,6 @@ cd "$work_dir"
 
 force_flag=(); [ "$force" = true ] && force_flag=(--force)
 hydra_force=(); [ "$force" = true ] && hydra_force=(force=true)
-sets="ident_train ident_dev ident_test"
 
 log "$0 $*"
 log "corpus: $corpus_dir; work dir: $work_dir; nj: $nj; mel filters up to $high_freq Hz; max speakers: $max_speakers;" \
@@ -62,10 +62,9 @@ fi
 
 if stage_wanted 1; then
   log "stage 1: fbank features, mel filters 20-$high_freq Hz (nj=$nj)"
-  for s in $sets; do
-    speechattn-compute-features data_dir=data/$s feats_dir=fbank/$s nj="$nj" features=fbank \
-      features.high_freq="$high_freq" progress=false "${hydra_force[@]}"
-  done
+  speechattn-compute-features -m hydra.sweep.dir=data/log/compute_features \
+    data_dir=data/ident_train,data/ident_dev,data/ident_test nj="$nj" features=fbank \
+    features.high_freq="$high_freq" progress=false "${hydra_force[@]}"
 fi
 
 if stage_wanted 2; then
@@ -77,7 +76,8 @@ if stage_wanted 3; then
   log "stage 3: training -> exp/ident"
   [ "$force" = true ] && rm -rf exp/ident
   # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
-  speechattn-train --config-name train_sid data=fsdd_sid_ident exp_dir=exp/ident $train_args
+  speechattn-train --config-name train_sid data=fsdd_sid_ident exp_dir=exp/ident trainer.max_epochs="$epochs" \
+    $train_args
 fi
 
 if stage_wanted 4; then

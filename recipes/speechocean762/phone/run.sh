@@ -22,6 +22,7 @@ model=default           # default (mlp_context truncated_transformer) | all | sp
 features=fbank          # fbank | mfcc (conf/features/)
 cmvn=global             # global | speaker | utterance | none (conf/cmvn/)
 train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5"
+parallel=true           # true: train (and decode) the models concurrently, one thread each (2-core machines)
 max_utts=0              # >0: only the first N utterances of each set (quick smoke runs, tests)
 force=false             # true: redo every selected stage even when its outputs are complete
 . "$(dirname "$0")/../../../utils/parse_options.sh"
@@ -77,21 +78,50 @@ if stage_wanted 2; then
 fi
 
 max_utts_override=(); [ "$max_utts" -gt 0 ] && max_utts_override=(data.max_utts="$max_utts")
-if stage_wanted 3; then
+# Runs "$@" for every model: concurrently with one intra-op thread each when --parallel true (on a
+# 2-core machine two single-threaded jobs beat one two-threaded job, see bench/README.md), else in turn.
+# Output is appended to exp/<model>/<stage>.log (a resumed run keeps the earlier lines); a failed job fails the stage after all jobs have finished.
+for_each_model() {
+  local stage_name="$1"; shift
+  local pids=() m failed=0
   for m in $models; do
-    log "stage 3: training $m -> exp/$m"
-    [ "$force" = true ] && rm -rf "exp/$m"
-    # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
-    speechattn-train model="$m" exp_dir="exp/$m" cmvn="$cmvn" "${max_utts_override[@]}" $train_args
+    mkdir -p "exp/$m"
+    if [ "$parallel" = true ]; then
+      ( "$@" "$m" >> "exp/$m/$stage_name.log" 2>&1 ) &
+      pids+=($!)
+    else
+      "$@" "$m" 2>&1 | tee -a "exp/$m/$stage_name.log"
+    fi
   done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  if [ "$failed" -ne 0 ]; then
+    for m in $models; do log "--- exp/$m/$stage_name.log (tail) ---"; tail -n 20 "exp/$m/$stage_name.log" >&2; done
+    log "ERROR: $stage_name failed for at least one model (logs above)"
+    exit 1
+  fi
+}
+threads=2; [ "$parallel" = true ] && threads=1
+
+train_model() {
+  # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
+  speechattn-train model="$1" exp_dir="exp/$1" cmvn="$cmvn" trainer.threads="$threads" \
+    "${max_utts_override[@]}" $train_args
+}
+infer_model() {
+  speechattn-infer task=phone exp_dir="exp/$1" data_dir=data/test output_dir="exp/$1/decode_test" \
+    threads="$threads" "${hydra_force[@]}"
+}
+
+if stage_wanted 3; then
+  log "stage 3: training $models -> exp/<model> (logs: exp/<model>/train.log)"
+  if [ "$force" = true ]; then for m in $models; do rm -rf "exp/$m"; done; fi
+  for_each_model train train_model
+  for m in $models; do grep -h "best validation" "exp/$m/train.log" >&2 || true; done
 fi
 
 if stage_wanted 4; then
-  for m in $models; do
-    log "stage 4: inference of $m on data/test -> exp/$m/decode_test"
-    speechattn-infer task=phone exp_dir="exp/$m" data_dir=data/test output_dir="exp/$m/decode_test" \
-      "${hydra_force[@]}"
-  done
+  log "stage 4: inference of $models on data/test -> exp/<model>/decode_test"
+  for_each_model infer infer_model
 fi
 
 if stage_wanted 5; then

@@ -22,7 +22,7 @@ set -euo pipefail
 stage=0                 # first stage to run
 stop_stage=5            # last stage to run
 corpus_dir=             # speechocean762 root (default: ../shared/corpora/speechocean762 beside the project)
-work_dir=               # where data/, fbank/, exp/ and RESULTS.md go (default: this recipe directory)
+work_dir=               # where data/ (with the features), exp/ and RESULTS.md go (default: this recipe directory)
 nj=2                    # parallel jobs for features; >= 2 also trains ident and verif side by side
 tasks="ident verif"     # experiments to train/infer/score: ident and/or verif
 train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5 sid=mean"
@@ -41,7 +41,7 @@ cd "$work_dir"
 
 force_flag=(); [ "$force" = true ] && force_flag=(--force)
 hydra_force=(); [ "$force" = true ] && hydra_force=(force=true)
-sets="ident_train ident_dev ident_test verif_train verif_dev verif_test"
+data_dirs=data/ident_train,data/ident_dev,data/ident_test,data/verif_train,data/verif_dev,data/verif_test
 
 log "$0 $*"
 log "corpus: $corpus_dir; work dir: $work_dir; tasks: $tasks; nj: $nj; max speakers: $max_speakers; $(uptime)"
@@ -59,18 +59,17 @@ if stage_wanted 0; then
 fi
 
 if stage_wanted 1; then
-  log "stage 1: fbank features (nj=$nj)"
-  for s in $sets; do
-    speechattn-compute-features data_dir=data/$s feats_dir=fbank/$s nj="$nj" features=fbank progress=false \
-      "${hydra_force[@]}"
-  done
+  log "stage 1: fbank features of $data_dirs (nj=$nj)"
+  # One process for all sets (a Hydra multirun runs them one after the other): saves a start-up per set.
+  speechattn-compute-features -m hydra.sweep.dir=data/log/compute_features \
+    data_dir="$data_dirs" nj="$nj" features=fbank progress=false \
+    "${hydra_force[@]}"
 fi
 
 if stage_wanted 2; then
   log "stage 2: mean-only CMN statistics of the training sets"
-  for s in ident_train verif_train; do
-    speechattn-compute-cmvn data_dir=data/$s cmvn=global_mean "${hydra_force[@]}"
-  done
+  speechattn-compute-cmvn -m hydra.sweep.dir=data/log/compute_cmvn data_dir=data/ident_train,data/verif_train \
+    cmvn=global_mean "${hydra_force[@]}"
 fi
 
 data_config() {  # experiment name -> conf/data entry
