@@ -20,14 +20,17 @@ Configurations whose extrapolated peak memory (quadratic/linear from the smaller
 an analytic lower bound for the T^2 models) exceeds --max-memory-gb, or whose extrapolated run time
 exceeds --max-seconds, are skipped and the table says why.
 
-Time: with one torch thread (the default, --threads 1) the process CPU time of the call, which other jobs
-on a shared machine barely disturb; with more threads, wall time.
+Time: with one torch thread (the default, --threads 1) the process CPU time (user + system) of the call,
+which other jobs on a shared machine barely disturb; with more threads, wall time. Median of up to
+--max-reps warm runs after the first; a first run slower than --single-run-above is the only one.
 
-Usage:
+Usage (results and conclusions: bench/README.md, "attention"):
   python bench/attention.py                      # default, ~10 min on 2 cores
   python bench/attention.py --quick              # < 1 min: T in {1000, 4000}; truncated and dense only
-  python bench/attention.py --lengths 1000,16000 --threads 1
-  python bench/attention.py --query-blocks 32,64,128,256,512,1024 --sweep-length 16000 --only-sweep
+  python bench/attention.py --lengths 1000,16000 --models truncated,full --threads 2
+  python bench/attention.py --only-sweep --query-blocks 32,64,128,256,512,1024 --sweep-length 16000 \
+      --inference-chunks none,1024,2048,4096,8192 --chunk-lengths 16000,60000
+  python bench/attention.py --models truncated --lengths 6000,60000 --thread-lengths '' --malloc-keep
 """
 
 from __future__ import annotations
@@ -439,7 +442,8 @@ def main(argv=None) -> None:
             sections.append(main_table(main_results, mode, sorted(set(args.lengths) | set(args.growth)), args.threads))
         sections.append(growth_table(main_results, *args.growth))
         sections.append(criteria(main_results))
-        sections.append(thread_table(results, args.thread_lengths))
+        if args.thread_lengths:
+            sections.append(thread_table(results, args.thread_lengths))
     if args.query_blocks:
         sweep: list[Result] = []
         for qb in args.query_blocks:

@@ -100,7 +100,7 @@ for_each_model() {
     exit 1
   fi
 }
-threads=2; [ "$parallel" = true ] && threads=1
+threads=1  # one intra-op thread per job: measured faster than 2 on 2-core machines (bench/README.md)
 
 train_model() {
   # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
