@@ -43,6 +43,10 @@ force_flag=(); [ "$force" = true ] && force_flag=(--force)
 hydra_force=(); [ "$force" = true ] && hydra_force=(force=true)
 data_dirs=data/ident_train,data/ident_dev,data/ident_test,data/verif_train,data/verif_dev,data/verif_test
 
+for t in $tasks; do
+  case "$t" in ident|verif) ;; *) log "ERROR: --tasks '$tasks': unknown task '$t' (ident | verif)"; exit 1 ;; esac
+done
+
 log "$0 $*"
 log "corpus: $corpus_dir; work dir: $work_dir; tasks: $tasks; nj: $nj; max speakers: $max_speakers; $(uptime)"
 
@@ -72,13 +76,7 @@ if stage_wanted 2; then
     cmvn=global_mean "${hydra_force[@]}"
 fi
 
-data_config() {  # experiment name -> conf/data entry
-  case "$1" in
-    ident) echo speechocean762_sid_ident ;;
-    verif) echo speechocean762_sid_verif ;;
-    *) log "ERROR: unknown task '$1' (ident | verif)"; exit 1 ;;
-  esac
-}
+data_config() { echo "speechocean762_sid_$1"; }  # experiment -> conf/data entry
 test_set() { echo "${1}_test"; }
 
 if stage_wanted 3; then
@@ -100,7 +98,9 @@ if stage_wanted 3; then
   failed=0
   for p in "${pids[@]}"; do
     if wait "${p%%:*}"; then
-      log "stage 3: ${p#*:} finished: $(grep -h 'best validation accuracy' "exp/${p#*:}/train.log" | tail -1 | sed 's/.*\] - //')"
+      summary=$(grep -h -e 'best validation accuracy' -e 'is complete' "exp/${p#*:}/train.log" 2>/dev/null | tail -1 |
+                sed 's/.*\] - //' || true)
+      log "stage 3: ${p#*:} finished: ${summary:-see exp/${p#*:}/train.log}"
     else
       log "ERROR: training ${p#*:} failed; last lines of exp/${p#*:}/train.out:"; tail -20 "exp/${p#*:}/train.out" >&2
       failed=1
