@@ -91,15 +91,11 @@ def markdown_table(columns: list[tuple[str, str]], rows: list[dict[str, str]]) -
 def main(argv: list[str] | None = None) -> None:
     args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
     task, exp_root, output = args.get("task", "phone"), Path(args.get("exp_root", "exp")), args.get("output")
-    rows = []
-    for path in sorted(exp_root.glob("*/scores/scores.json")):
-        scores = json.loads(path.read_text())
-        if task == "phone":
-            rows.append(phone_row(path.parent.parent, scores))
-        elif task == "sid":
-            rows.append(sid_row(path.parent.parent, scores))
-        else:
-            raise SystemExit(f"speechattn-results: unknown task '{task}' (phone | sid)")
+    row_of = {"phone": phone_row, "sid": sid_row}.get(task)
+    if row_of is None:
+        raise SystemExit(f"speechattn-results: unknown task '{task}' (phone | sid)")
+    rows = [row_of(path.parent.parent, json.loads(path.read_text()))
+            for path in sorted(exp_root.glob("*/scores/scores.json"))]
     if not rows:
         raise SystemExit(f"speechattn-results: no {exp_root}/*/scores/scores.json found (run stage 5 first)")
     table = markdown_table(PHONE_COLUMNS if task == "phone" else SID_COLUMNS, rows)

@@ -11,12 +11,13 @@
 #   0 data      data/ident_{train,dev,test} (400/50/50 recordings per speaker)    (local/prepare_sid_fsdd.py)
 #   1 features  80-dim log-mel fbank (20 Hz - high_freq), Kaldi ark/scp, --nj jobs
 #   2 cmvn      mean-only CMN statistics of ident_train                           (conf/cmvn/global_mean.yaml)
-#   3 train     exp/ident: trained on ident_train, validated on ident_dev      (conf/train_sid.yaml, conf/sid/)
+#   3 train     exp/ident: trained on ident_train, validated on ident_dev (the same training settings as
+#               speechocean762: conf/train_sid.yaml, conf/sid/, conf/trainer/sid.yaml)
 #   4 infer     speechattn-infer task=sid on data/ident_test -> exp/ident/decode_ident_test
 #   5 score     top-1/top-5 accuracy, embedding plot -> exp/ident/scores, RESULTS.md
 #
-# Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --epochs 10 --train-args "sid=self_attention"
-#        ./run.sh --max-speakers 3 --work-dir /tmp/fsdd_quick --epochs 1
+# Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --train-args "sid=self_attention"
+#        ./run.sh --max-speakers 3 --work-dir /tmp/fsdd_quick --train-args "trainer.max_epochs=1"
 set -euo pipefail
 
 stage=0                 # first stage to run
@@ -25,8 +26,7 @@ corpus_dir=             # FSDD root (default: ../shared/corpora/fsdd beside the 
 work_dir=               # where data/ (with the features), exp/ and RESULTS.md go (default: this recipe directory)
 nj=2                    # parallel jobs for feature extraction
 high_freq=3800          # upper edge of the mel filterbank in Hz (8 kHz audio: content below 4 kHz)
-epochs=6                # training epochs (6 speakers: dev accuracy is above 99 % after a few epochs)
-train_args=             # extra Hydra overrides for training, e.g. "sid=mean model.num_layers=2"
+train_args=             # extra Hydra overrides for training, e.g. "trainer.max_epochs=10 sid=mean"
 max_speakers=0          # >0: only the first N speakers (quick runs, tests)
 force=false             # true: redo every selected stage even when its outputs are complete
 . "$(dirname "$0")/../../../utils/parse_options.sh"
@@ -76,8 +76,7 @@ if stage_wanted 3; then
   log "stage 3: training -> exp/ident"
   [ "$force" = true ] && rm -rf exp/ident
   # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
-  speechattn-train --config-name train_sid data=fsdd_sid_ident exp_dir=exp/ident trainer.max_epochs="$epochs" \
-    $train_args
+  speechattn-train --config-name train_sid data=fsdd_sid_ident exp_dir=exp/ident $train_args
 fi
 
 if stage_wanted 4; then
