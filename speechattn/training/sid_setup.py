@@ -43,7 +43,7 @@ from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
 from speechattn.models.encoders import build_encoder
 from speechattn.tasks.sid import SpeakerModel, spec_augment
 from speechattn.training.distributed import DistInfo
-from speechattn.training.loop import Trainer, warmup_then_cosine
+from speechattn.training.loop import Trainer, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -401,17 +401,7 @@ def build_sid_training(cfg: DictConfig, exp_dir: Path, device: torch.device, dis
     n_params = sum(p.numel() for p in raw_model.parameters())
     log.info("model %s + %s pooling + %s head: %.2f M parameters, %d speakers, frame stack %d", cfg.model.name,
              cfg.sid.pooling, cfg.sid.head, n_params / 1e6, len(speakers), int(cfg.model.get("frame_stack", 1) or 1))
-    model = DistributedDataParallel(raw_model) if dist_info.enabled else raw_model
-
-    o = cfg.optim
-    optimizer = torch.optim.AdamW(raw_model.parameters(), lr=float(o.lr), weight_decay=float(o.weight_decay),
-                                  betas=tuple(o.betas))
-    total_steps = len(sampler) * int(t.max_epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_then_cosine(int(o.warmup_steps), total_steps, float(o.final_lr_ratio)))
     extra = {"config": OmegaConf.to_container(cfg, resolve=True), "speakers": speakers, "input_dim": input_dim,
              "num_params": n_params}
-    return Trainer(model, raw_model, make_sid_step(t), optimizer, scheduler, train_loader, valid_loader, exp_dir,
-                   device, dist_info, max_epochs=int(t.max_epochs), grad_clip=float(t.grad_clip),
-                   save_every_steps=int(t.save_every_steps), keep_checkpoints=int(t.keep_checkpoints),
-                   extra_state=extra, stop_after_steps=int(t.stop_after_steps))
+    return build_trainer(cfg, raw_model, make_sid_step(t), train_loader, valid_loader, exp_dir, device, dist_info,
+                         extra)
