@@ -22,7 +22,9 @@ exceeds --max-seconds, are skipped and the table says why.
 
 Time: with one torch thread (the default, --threads 1) the process CPU time (user + system) of the call,
 which other jobs on a shared machine barely disturb; with more threads, wall time. Median of up to
---max-reps warm runs after the first; a first run slower than --single-run-above is the only one.
+--max-reps warm runs after the first; a first run slower than --single-run-above is the only one, except
+for the truncated encoder at the --growth lengths, which always gets at least one warm run (the growth
+check is about steady-state training steps, not the process's first touch of its memory).
 
 Usage (results and conclusions: bench/README.md, "attention"):
   python bench/attention.py                      # default, ~10 min on 2 cores
@@ -30,7 +32,11 @@ Usage (results and conclusions: bench/README.md, "attention"):
   python bench/attention.py --lengths 1000,16000 --models truncated,full --threads 2
   python bench/attention.py --only-sweep --query-blocks 32,64,128,256,512,1024 --sweep-length 16000 \
       --inference-chunks none,1024,2048,4096,8192 --chunk-lengths 16000,60000
-  python bench/attention.py --models truncated --lengths 6000,60000 --thread-lengths '' --malloc-keep
+  python bench/attention.py --models truncated --lengths 6000,60000 --thread-lengths ''   # growth only
+
+Allocator: workers call ``speechattn.utils.malloc.keep_freed_memory()`` first, as ``speechattn-train``
+does on CPU (``trainer.keep_freed_memory``); ``--allocator glibc`` measures glibc's defaults instead. The
+growth check is also run with glibc's defaults (``--no-glibc-growth`` skips it) so the effect is shown.
 """
 
 from __future__ import annotations
@@ -124,6 +130,10 @@ def _build(model_name: str, query_block: int | None, inference_chunk: int | None
 def run_worker(spec: dict) -> dict:
     import torch
 
+    if spec.get("allocator", "speechattn") == "speechattn":
+        from speechattn.utils.malloc import keep_freed_memory
+
+        keep_freed_memory()
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     call, module, in_dim = _build(spec["model"], spec.get("query_block"), spec.get("inference_chunk", 0))
@@ -180,6 +190,7 @@ class Result:
     threads: int
     query_block: int | None = None
     inference_chunk: int | None = 0  # 0 = encoder default, None = off
+    allocator: str = "speechattn"  # speechattn = keep_freed_memory() as in training; glibc = its defaults
     seconds: float | None = None
     peak_mb: float | None = None
     skipped: str | None = None
@@ -216,10 +227,14 @@ def _estimate(history: list[Result], model: str, mode: str, T: int) -> tuple[flo
 
 
 def run_config(args, model: str, mode: str, T: int, threads: int, history: list[Result], query_block=None,
-               inference_chunk: int | None = 0, check_time: bool = True) -> Result:  # fmt: skip
-    result = Result(model, mode, T, threads, query_block, inference_chunk)
+               inference_chunk: int | None = 0, check_time: bool = True, allocator: str | None = None,
+               warm: bool = False) -> Result:  # fmt: skip
+    """Run one configuration in a fresh worker. ``warm``: time at least one run after the first,
+    however slow (steady state, as in training where every step repeats: the growth check)."""
+    allocator = allocator or args.allocator
+    result = Result(model, mode, T, threads, query_block, inference_chunk, allocator)
     same_setup = [r for r in history if r.threads == threads and r.query_block == query_block
-                  and r.inference_chunk == inference_chunk]  # fmt: skip
+                  and r.inference_chunk == inference_chunk and r.allocator == allocator]  # fmt: skip
     est_s, est_mb = _estimate(same_setup, model, mode, T)
     if est_mb is not None and est_mb > args.max_memory_gb * 1024:
         result.skipped = f"est. {est_mb / 1024:.0f} GB > {args.max_memory_gb:.0f} GB"
@@ -230,11 +245,9 @@ def run_config(args, model: str, mode: str, T: int, threads: int, history: list[
         history.append(result)
         return result
     spec = {"model": model, "mode": mode, "T": T, "threads": threads, "query_block": query_block,
-            "inference_chunk": inference_chunk, "single_run_above": args.single_run_above,
-            "min_time": args.min_time, "max_reps": args.max_reps}  # fmt: skip
+            "inference_chunk": inference_chunk, "single_run_above": math.inf if warm else args.single_run_above,
+            "min_time": args.min_time, "max_reps": args.max_reps, "allocator": allocator}  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
-    if args.malloc_keep:  # glibc: no mmap for big blocks, never trim -> freed memory is reused, no re-faulting
-        env.update(MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**40), MALLOC_TOP_PAD_=str(2**28))
     repo = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = repo + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
@@ -249,7 +262,8 @@ def run_config(args, model: str, mode: str, T: int, threads: int, history: list[
         result.peak_mb, result.extra = out["peak_mb"], out
     shown = result.skipped or (f"{result.seconds:.3f} s, {result.peak_mb:.0f} MB ({result.extra['peak_method']}, "
                                f"load {result.extra['load_average']:.1f})")  # fmt: skip
-    print(f"  ran  {model:10s} {mode:6s} T={T:6d} threads={threads} qb={query_block} chunk={inference_chunk}: {shown}",
+    print(f"  ran  {model:10s} {mode:6s} T={T:6d} threads={threads} qb={query_block} chunk={inference_chunk} "
+          f"malloc={allocator}: {shown}",
           file=sys.stderr, flush=True)  # fmt: skip
     history.append(result)
     return result
@@ -288,22 +302,28 @@ def main_table(results: list[Result], mode: str, lengths: list[int], threads: in
     return "\n".join(lines)
 
 
-def growth_table(results: list[Result], t_small: int, t_large: int) -> str:
+def growth_table(results: list[Result], t_small: int, t_large: int, allocators: list[str]) -> str:
+    """Growth rows per (allocator, mode); the first allocator is the one the verdict is about."""
     lines = [f"### growth of the truncated encoder, T = {t_small} -> {t_large} (linear factor {t_large / t_small:.1f})",
              "",
-             "| mode | CPU time ratio | x linear | user-time ratio | x linear | peak ratio | x linear | CPU time and peak <= 1.2x linear |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+             "| malloc | mode | CPU time ratio | x linear | user-time ratio | x linear | peak ratio | x linear | CPU time and peak <= 1.2x linear |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     linear = t_large / t_small
-    for mode in ("fwd", "fwdbwd"):
-        small = next((r for r in results if r.model == "truncated" and r.mode == mode and r.T == t_small and r.seconds), None)
-        large = next((r for r in results if r.model == "truncated" and r.mode == mode and r.T == t_large and r.seconds), None)
-        if small is None or large is None:
-            lines.append(f"| {mode} | - | - | - | - | - | - | not measured |")
-            continue
-        tr, mr = large.seconds / small.seconds, large.peak_mb / small.peak_mb
-        ur = large.extra["user_seconds"] / small.extra["user_seconds"]
-        verdict = "PASS" if tr / linear <= 1.2 and mr / linear <= 1.2 else "FAIL"
-        lines.append(f"| {mode} | {tr:.2f} | {tr / linear:.2f} | {ur:.2f} | {ur / linear:.2f} | {mr:.2f} | {mr / linear:.2f} | {verdict} |")
+    for allocator in allocators:
+        for mode in ("fwd", "fwdbwd"):
+            def find(T: int) -> Result | None:
+                return next((r for r in results if r.model == "truncated" and r.mode == mode and r.T == T
+                             and r.allocator == allocator and r.seconds), None)  # fmt: skip
+
+            small, large = find(t_small), find(t_large)
+            if small is None or large is None:
+                lines.append(f"| {allocator} | {mode} | - | - | - | - | - | - | not measured |")
+                continue
+            tr, mr = large.seconds / small.seconds, large.peak_mb / small.peak_mb
+            ur = large.extra["user_seconds"] / small.extra["user_seconds"]
+            verdict = "PASS" if tr / linear <= 1.2 and mr / linear <= 1.2 else "FAIL"
+            lines.append(f"| {allocator} | {mode} | {tr:.2f} | {tr / linear:.2f} | {ur:.2f} | {ur / linear:.2f} | "
+                         f"{mr:.2f} | {mr / linear:.2f} | {verdict} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -387,8 +407,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-reps", type=int, default=3, help="at most this many warm runs")
     p.add_argument("--single-run-above", type=float, default=20.0,
                    help="a first run slower than this is the only run (no warm repeat)")  # fmt: skip
-    p.add_argument("--malloc-keep", action="store_true",
-                   help="run workers with glibc MALLOC_MMAP_MAX_=0 and no trimming (no page-fault churn)")  # fmt: skip
+    p.add_argument("--allocator", choices=("speechattn", "glibc"), default="speechattn",
+                   help="speechattn: keep_freed_memory() as speechattn-train does (default); glibc: its defaults")  # fmt: skip
+    p.add_argument("--no-glibc-growth", action="store_true",
+                   help="skip the growth check with glibc's default allocator settings")  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="also write all results as JSON here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -426,24 +448,33 @@ def main(argv=None) -> None:
                 f"{HEADS} heads, FFN {FFN}, L = R = {CONTEXT}; peak = resident high-water mark of a fresh "
                 f"process above its state before the call (VmHWM after clear_refs); time = median of up to "
                 f"{args.max_reps} warm runs after the first (the first alone when it exceeds "
-                f"{args.single_run_above:g} s){'; glibc malloc keeps freed memory (--malloc-keep)' if args.malloc_keep else ''}."]  # fmt: skip
+                f"{args.single_run_above:g} s); malloc: {'keep_freed_memory() as in speechattn-train' if args.allocator == 'speechattn' else 'glibc defaults'}."]  # fmt: skip
     if not args.only_sweep:
         for mode in ("fwd", "fwdbwd"):
             for model in models:
                 for T in sorted(set(args.lengths) | (set(args.growth) if model == "truncated" else set())):
-                    run_config(args, model, mode, T, args.threads, results)
+                    run_config(args, model, mode, T, args.threads, results,
+                               warm=model == "truncated" and T in args.growth)  # fmt: skip
         for T in args.thread_lengths:
             for threads in (1, 2):
                 have = any(r.model == "truncated" and r.mode == "fwd" and r.T == T and r.threads == threads for r in results)
                 if not have:  # linear in T: always affordable, and the table needs both
                     run_config(args, "truncated", "fwd", T, threads, results, check_time=False)
-        main_results = [r for r in results if r.threads == args.threads and r.query_block is None and r.inference_chunk == 0]
+        allocators = [args.allocator]
+        if args.allocator != "glibc" and not args.no_glibc_growth and "truncated" in models:
+            allocators.append("glibc")
+            for mode in ("fwd", "fwdbwd"):
+                for T in args.growth:
+                    run_config(args, "truncated", mode, T, args.threads, results, check_time=False, allocator="glibc",
+                               warm=True)  # fmt: skip
+        growth_results = [r for r in results if r.threads == args.threads and r.query_block is None and r.inference_chunk == 0]
+        main_results = [r for r in growth_results if r.allocator == args.allocator]
         for mode in ("fwd", "fwdbwd"):
             sections.append(main_table(main_results, mode, sorted(set(args.lengths) | set(args.growth)), args.threads))
-        sections.append(growth_table(main_results, *args.growth))
+        sections.append(growth_table(growth_results, *args.growth, allocators))
         sections.append(criteria(main_results))
         if args.thread_lengths:
-            sections.append(thread_table(results, args.thread_lengths))
+            sections.append(thread_table([r for r in results if r.allocator == args.allocator], args.thread_lengths))
     if args.query_blocks:
         sweep: list[Result] = []
         for qb in args.query_blocks:

@@ -38,6 +38,9 @@ def run(cfg: DictConfig, exp_dir: Path) -> dict | None:
 
     torch.set_num_threads(int(cfg.trainer.threads))
     device = select_device(cfg.device)
+    if device.type == "cpu" and cfg.trainer.get("keep_freed_memory", True):
+        from speechattn.utils.malloc import keep_freed_memory
+        keep_freed_memory()  # no page-fault churn on long utterances (bench/README.md, "attention")
     dist_info = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
