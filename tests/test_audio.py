@@ -102,11 +102,26 @@ def test_resampling_length_matches_audio_info(tmp_path, sample_rate, num_samples
     assert frames(num_target) == frames(load_audio(path).shape[0])
 
 
+def test_resampling_is_announced_once_per_rate(tmp_path, caplog, monkeypatch):
+    import speechattn.data.audio as audio
+
+    monkeypatch.setattr(audio, "_announced_resampling", set())
+    paths = [write(tmp_path / f"{i}.flac", noise(8000, seed=i), 8000) for i in range(3)]
+    paths.append(write(tmp_path / "22k.flac", noise(22050), 22050))
+    with caplog.at_level(logging.INFO, logger="speechattn.data.audio"):
+        for path in paths:
+            load_audio(path)
+    announced = [r.getMessage() for r in caplog.records if "resampling" in r.getMessage()]
+    assert len(announced) == 2, announced  # one per source rate, not one per file
+    assert "8000 Hz -> 16000 Hz" in announced[0] and "0.flac" in announced[0]
+    assert "22050 Hz -> 16000 Hz" in announced[1]
+
+
 def test_8khz_sine_keeps_its_frequency(tmp_path, caplog):
     t8 = np.arange(8000) / 8000
     path = write(tmp_path / "sine.wav", (0.5 * np.sin(2 * np.pi * 440 * t8)).astype(np.float32), 8000,
                  subtype="FLOAT")
-    with caplog.at_level(logging.INFO, logger="speechattn.data.audio"):
+    with caplog.at_level(logging.DEBUG, logger="speechattn.data.audio"):
         waveform = load_audio(path)
     assert any("8000 Hz -> 16000 Hz" in r.getMessage() for r in caplog.records)
     t16 = np.arange(16000) / 16000

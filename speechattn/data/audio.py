@@ -82,10 +82,20 @@ def _to_mono(data: np.ndarray, prefix: str) -> np.ndarray:
     return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
 
 
+# Rate pairs already announced at INFO: a corpus at 8 kHz would otherwise log one line per file.
+_announced_resampling: set[tuple[int, int]] = set()
+
+
 def _resample(waveform: torch.Tensor, sample_rate: int, target_sample_rate: int, prefix: str) -> torch.Tensor:
     if sample_rate == target_sample_rate:
         return waveform
-    logger.info("%sresampling %d Hz -> %d Hz", prefix, sample_rate, target_sample_rate)
+    pair = (sample_rate, target_sample_rate)
+    if pair in _announced_resampling:
+        logger.debug("%sresampling %d Hz -> %d Hz", prefix, sample_rate, target_sample_rate)
+    else:
+        _announced_resampling.add(pair)
+        logger.info("%sresampling %d Hz -> %d Hz (further files at %d Hz: logged at DEBUG level)", prefix,
+                    sample_rate, target_sample_rate, sample_rate)
     return AF.resample(waveform, sample_rate, target_sample_rate)
 
 

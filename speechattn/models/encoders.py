@@ -25,17 +25,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from speechattn.models.masks import padding_mask
 from speechattn.models.transformer import SelfAttentionEncoder
-
-
-def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """Boolean mask ``(B, T)``, True on padded frames.
-
-    lengths = [3, 1], max_len = 4 ->
-        [[F, F, F, T],
-         [F, T, T, T]]
-    """
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
 
 
 class MLPContextEncoder(nn.Module):

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
+from speechattn.models.masks import padding_mask
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -33,19 +35,6 @@ __all__ = [
     "RandomCrop",
     "spec_augment",
 ]
-
-
-def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """Boolean mask ``(B, max_len)``, True at padding frames (index >= length).
-
-    Raises ``ValueError`` for a length < 1 (a softmax over zero frames is undefined) or > ``max_len``.
-    """
-    if lengths.dim() != 1:
-        raise ValueError(f"lengths must be 1-D (B,), got shape {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > max_len):
-        raise ValueError(f"lengths must be in [1, {max_len}], got min {int(lengths.min())} max {int(lengths.max())}")
-    frames = torch.arange(max_len, device=lengths.device)
-    return frames.unsqueeze(0) >= lengths.unsqueeze(1)
 
 
 def _masked_softmax(scores: Tensor, pad: Tensor) -> Tensor:
