@@ -10,6 +10,8 @@ import pytest
 from speechattn.metrics.identification import topk_accuracy
 from speechattn.metrics.phone import (
     FrameScores,
+    accuracy_by_boundary_distance,
+    boundary_distances,
     collapse_runs,
     edit_distance,
     phone_error_counts,
@@ -161,6 +163,41 @@ def test_score_frame_files():
     assert (result["per"]["deletions"], result["per"]["ref_phones"]) == (1, 4)
     assert result["per"]["ignored"] == ["SIL"]
     assert np.asarray(result["confusion"]).sum() == 8
+    # Non-silence frames: u1 a(0) a(0) b(0); u2 a(1) a(0) b(0). Wrong: u1 b, u2 a(0).
+    by_distance = result["accuracy_by_boundary_distance"]
+    assert by_distance["0"] == {"share": round(100 * 5 / 6, 2), "accuracy": 60.0, "frames": 5}
+    assert by_distance["1"] == {"share": round(100 / 6, 2), "accuracy": 100.0, "frames": 1}
+    assert by_distance["4+"]["frames"] == 0 and by_distance["4+"]["accuracy"] is None
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        ("SIL SIL a a a a b", [1, 0, 0, 1, 1, 0, 0]),
+        ("a a a", [3, 3, 3]),  # no boundary: every frame counts as far away
+        ("a", [1]),
+        ("a b", [0, 0]),
+        ("a a a a a a a b", [6, 5, 4, 3, 2, 1, 0, 0]),
+    ],
+)
+def test_boundary_distances(labels, expected):
+    assert boundary_distances(labels.split()).tolist() == expected
+
+
+def test_boundary_distances_match_a_direct_search():
+    rng = np.random.default_rng(0)
+    labels = list(rng.choice(["a", "b", "c"], size=200, p=[0.8, 0.1, 0.1]))
+    boundary = [i for i in range(200) if (i > 0 and labels[i] != labels[i - 1]) or (i < 199 and labels[i] != labels[i + 1])]
+    direct = [min(abs(i - j) for j in boundary) for i in range(200)]
+    assert boundary_distances(labels).tolist() == direct
+
+
+def test_accuracy_by_boundary_distance_groups_far_frames():
+    ref = [["a"] * 6 + ["b"] * 6]
+    hyp = [["a"] * 5 + ["b"] * 7]  # the boundary is placed one frame early: only a boundary frame is wrong
+    result = accuracy_by_boundary_distance(ref, hyp, max_distance=3)
+    assert result["0"] == {"share": round(100 * 2 / 12, 2), "accuracy": 50.0, "frames": 2}
+    assert result["3+"] == {"share": round(100 * 6 / 12, 2), "accuracy": 100.0, "frames": 6}
 
 
 def test_score_frame_files_errors_name_the_utterance():

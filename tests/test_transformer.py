@@ -36,9 +36,10 @@ def test_shapes_and_padded_frames_are_zero():
     assert torch.all(y[0].abs().sum(-1) > 0)
 
 
-@pytest.mark.parametrize("context", [(3, 2), (None, None)], ids=["truncated", "full"])
-def test_padding_invariance(context):
-    encoder = small_encoder(*context)
+@pytest.mark.parametrize("context,conv_kernel", [((3, 2), 0), ((None, None), 0), ((3, 2), 5), ((None, None), 3)],
+                         ids=["truncated", "full", "truncated-conv", "full-conv"])  # fmt: skip
+def test_padding_invariance(context, conv_kernel):
+    encoder = small_encoder(*context, conv_kernel=conv_kernel)
     x = torch.randn(3, 50, 12)
     lengths = torch.tensor([50, 33, 8])
     batch = encoder(x, lengths)
@@ -47,9 +48,12 @@ def test_padding_invariance(context):
         torch.testing.assert_close(batch[b, :n], alone[0], atol=ATOL, rtol=0)
 
 
-def test_receptive_field_is_exact():
-    encoder = small_encoder(left=3, right=2)  # 2 layers, kernel 5: (2*3 + 2, 2*2 + 2)
-    assert encoder.receptive_field() == (8, 6)
+@pytest.mark.parametrize("conv_kernel,expected", [(0, (8, 6)), (5, (12, 10))])
+def test_receptive_field_is_exact(conv_kernel, expected):
+    # 2 layers, positional kernel 5: (2*3 + 2, 2*2 + 2); a conv module of kernel 5 adds 2 per layer and side
+    encoder = small_encoder(left=3, right=2, conv_kernel=conv_kernel)
+    assert encoder.receptive_field() == expected
+    left, right = expected
     x = torch.randn(1, 60, 12)
     lengths = torch.tensor([60])
     t = 30
@@ -60,10 +64,10 @@ def test_receptive_field_is_exact():
         x2[0, frame] += 10.0
         return encoder(x2, lengths)[0, t]
 
-    for outside in (t - 9, t + 7, 0, 59):
-        torch.testing.assert_close(output_after_perturbing(outside), base, atol=1e-6, rtol=0)
-    for edge in (t - 8, t + 6):  # the receptive field is tight: its edge frames do matter
-        assert (output_after_perturbing(edge) - base).abs().max() > 1e-4
+    for outside in (t - left - 1, t + right + 1, 0, 59):  # bit-identical: no path from these frames
+        assert torch.equal(output_after_perturbing(outside), base)
+    for edge in (t - left, t + right):  # the receptive field is tight: its edge frames do matter
+        assert (output_after_perturbing(edge) - base).abs().max() > 1e-6
 
 
 def test_chunked_inference_with_receptive_field_context_is_identical():
@@ -78,9 +82,9 @@ def test_chunked_inference_with_receptive_field_context_is_identical():
         torch.testing.assert_close(chunk[start - lo : end - lo], full[start:end], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("chunk", [7, 16, 50])
-def test_no_grad_time_chunked_forward_equals_whole_forward(chunk):
-    encoder = small_encoder(left=4, right=3, inference_chunk=chunk)
+@pytest.mark.parametrize("chunk,conv_kernel", [(7, 0), (16, 0), (50, 0), (7, 5), (16, 3)])
+def test_no_grad_time_chunked_forward_equals_whole_forward(chunk, conv_kernel):
+    encoder = small_encoder(left=4, right=3, inference_chunk=chunk, conv_kernel=conv_kernel)
     x = torch.randn(3, 90, 12)
     lengths = torch.tensor([90, 61, 5])
     whole = encoder(x, lengths)  # grad enabled: the whole-sequence path
@@ -132,6 +136,8 @@ def test_training_step_backward():
 def test_bad_configuration_and_input():
     with pytest.raises(ValueError, match="odd"):
         small_encoder(pos_conv_kernel=4)
+    with pytest.raises(ValueError, match="odd"):
+        small_encoder(conv_kernel=4)
     with pytest.raises(ValueError, match="unbounded"):
         small_encoder(None, None).receptive_field()
     assert small_encoder(pos_conv_kernel=0).receptive_field() == (6, 4)

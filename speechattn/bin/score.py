@@ -1,7 +1,8 @@
 """speechattn-score: scores and pictures for one experiment (stage 5 of the recipes).
 
     speechattn-score task=phone exp_dir=EXP ref_dir=data/test hyp_dir=EXP/decode_test output_dir=EXP/scores
-        -> scores.json (frame accuracy, non-silence accuracy, per-phone accuracy, PER), per_phone.txt,
+        -> scores.json (frame accuracy, non-silence accuracy, per-phone accuracy, accuracy by
+           distance to a phone boundary, PER), per_phone.txt,
            confusion.png, attention_map.png (attention models), training_curves.png
     speechattn-score task=sid ...   (see speechattn.inference.sid_score)
 """
@@ -65,6 +66,9 @@ def score_phone(cfg: DictConfig) -> dict:
     draw_attention_map(cfg, ref, out)
     log.info("%s: frame accuracy %.2f%%, non-silence %.2f%%, PER %.2f%% -> %s", name, scores["frame_accuracy"],
              scores["non_silence_frame_accuracy"], scores["per"]["per"], out / "scores.json")
+    log.info("%s: non-silence accuracy by frames to the nearest reference boundary: %s", name,
+             ", ".join(f"{d}: {v['accuracy']}% ({v['share']}% of frames)"
+                       for d, v in scores["accuracy_by_boundary_distance"].items()))
     return scores
 
 

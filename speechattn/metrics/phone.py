@@ -5,6 +5,8 @@ Two views of the same output are scored:
 - **Frame level** (:class:`FrameScores`): every frame's predicted phone against the reference frame
   label. Reported over all frames and over non-silence frames (frames whose *reference* is SIL are
   left out, so a model cannot score well by predicting silence at the edges of utterances).
+- **By distance to a boundary** (:func:`accuracy_by_boundary_distance`): frame accuracy of frames 0, 1,
+  2, ... frames from the nearest reference phone change, to tell boundary placement from phone identity.
 - **Sequence level** (:func:`phone_error_rate`): frame labels are collapsed into phone sequences
   (runs of equal labels merged), silence is removed, and the Levenshtein distance to the reference
   sequence is divided by the number of reference phones -- the usual TIMIT convention of scoring
@@ -286,6 +288,64 @@ class FrameScores:
         return result
 
 
+def boundary_distances(labels: Sequence[str]) -> np.ndarray:
+    """Frames from each frame to the nearest change of reference label ``(T,)``, 0 = a boundary frame.
+
+    A frame is at distance 0 when its label differs from the previous or the next frame's (both sides of
+    a boundary count); utterance edges are not boundaries. Example::
+
+        labels    SIL SIL  a  a  a  a  b
+        distance   1   0   0  1  1  0  0
+    """
+    T = len(labels)
+    if T == 0:
+        return np.zeros(0, dtype=np.int64)
+    codes = np.unique(np.asarray(labels), return_inverse=True)[1]
+    change = np.flatnonzero(codes[1:] != codes[:-1])  # a boundary between frames i and i + 1
+    if change.size == 0:
+        return np.full(T, T, dtype=np.int64)  # no boundary in the utterance
+    at_boundary = np.zeros(T, dtype=bool)
+    at_boundary[change] = at_boundary[change + 1] = True
+    boundary_frames = np.flatnonzero(at_boundary)
+    frames = np.arange(T)
+    nearest = np.searchsorted(boundary_frames, frames).clip(max=boundary_frames.size - 1)
+    before = boundary_frames[(nearest - 1).clip(min=0)]
+    return np.minimum(np.abs(frames - boundary_frames[nearest]), np.abs(frames - before))
+
+
+def accuracy_by_boundary_distance(
+    ref: Sequence[Sequence[str]],
+    hyp: Sequence[Sequence[str]],
+    max_distance: int = 4,
+    ignore: Sequence[str] = (SILENCE,),
+) -> dict[str, dict[str, float | int | None]]:
+    """Frame accuracy grouped by distance to the nearest reference phone boundary.
+
+    Separates boundary placement (aligner and model disagreeing by a frame or two) from phone identity:
+    if frames far from any boundary are also often wrong, the errors are about *which* phone, not
+    *where*. Frames whose reference is in ``ignore`` are left out. Keys ``"0"`` .. ``"max_distance - 1"``
+    and ``"{max_distance}+"``, each ``{"share": % of counted frames, "accuracy": %, "frames": n}``.
+    """
+    skip = set(ignore)
+    totals = np.zeros(max_distance + 1, dtype=np.int64)
+    correct = np.zeros(max_distance + 1, dtype=np.int64)
+    for ref_labels, hyp_labels in zip(ref, hyp):
+        distance = boundary_distances(ref_labels).clip(max=max_distance)
+        ref_arr, hyp_arr = np.asarray(ref_labels), np.asarray(hyp_labels)
+        keep = ~np.isin(ref_arr, list(skip)) if skip else np.ones(len(ref_arr), dtype=bool)
+        totals += np.bincount(distance[keep], minlength=max_distance + 1)
+        correct += np.bincount(distance[keep & (ref_arr == hyp_arr)], minlength=max_distance + 1)
+    counted = int(totals.sum())
+    return {
+        (f"{d}+" if d == max_distance else str(d)): {
+            "share": _percent(int(totals[d]), counted),
+            "accuracy": _percent(int(correct[d]), int(totals[d])),
+            "frames": int(totals[d]),
+        }
+        for d in range(max_distance + 1)
+    }
+
+
 def score_frame_files(
     ref: Mapping[str, Sequence[str]],
     hyp: Mapping[str, Sequence[str]],
@@ -334,4 +394,6 @@ def score_frame_files(
     result["utterances"] = len(ref)
     result["per"] = phone_error_counts(refs_in_order, hyps_in_order, ignore=ignore).to_dict()
     result["per"]["ignored"] = list(ignore)
+    result["accuracy_by_boundary_distance"] = accuracy_by_boundary_distance(refs_in_order, hyps_in_order,
+                                                                            ignore=ignore)
     return result

@@ -15,21 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speechattn.models.attention import ENGINES, TruncatedSelfAttention
+from speechattn.models.masks import padding_mask
 
-__all__ = ["ConvPositionalEmbedding", "SelfAttentionEncoderLayer", "SelfAttentionEncoder", "padding_mask"]
+__all__ = ["ConvPositionalEmbedding", "ConvModule", "SelfAttentionEncoderLayer", "SelfAttentionEncoder", "padding_mask"]
 
 # Frames per time chunk of the no-grad (inference) path. Measured (bench/README.md, inference_chunk
 # sweep): 2048 keeps peak memory ~115 MB at T = 16,000 (313 MB unchunked) with no loss of speed.
 DEFAULT_INFERENCE_CHUNK = 2048
-
-
-def padding_mask(lengths: Tensor, max_len: int) -> Tensor:
-    """``(B, T)`` bool, True = padding frame, from ``lengths (B,)``; checks ``1 <= lengths <= max_len``."""
-    if lengths.dim() != 1:
-        raise ValueError(f"lengths must be (B,), got shape {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > max_len):
-        raise ValueError(f"lengths must lie in [1, T={max_len}], got {lengths.tolist()}")
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
 
 
 def map_time_chunks(
@@ -90,8 +82,43 @@ class ConvPositionalEmbedding(nn.Module):
         return x + F.gelu(self.conv(x.transpose(1, 2)).transpose(1, 2))
 
 
+class ConvModule(nn.Module):
+    """Conformer convolution module (Gulati et al., 2020) with LayerNorm instead of BatchNorm.
+
+    ``LN -> pointwise (D -> 2D) -> GLU -> depthwise Conv1d(k) -> LN -> SiLU -> pointwise (D -> D)``.
+    LayerNorm, not BatchNorm: batch statistics would mix in padded frames, and per-frame normalisation
+    keeps chunked inference exact. Padded frames are zeroed before the depthwise convolution, so they
+    read as the same zeros as the utterance edges. Output frame t depends on ``[t - k//2, t + k//2]``.
+
+    x ``(B, T, D)``, pad ``(B, T)`` bool True = padding, or None -> ``(B, T, D)`` (the residual branch
+    only; the caller adds it).
+    """
+
+    def __init__(self, d_model: int, kernel_size: int) -> None:
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd and >= 1, got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.norm = nn.LayerNorm(d_model)
+        self.pointwise_in = nn.Linear(d_model, 2 * d_model)
+        self.depthwise = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model)
+        self.conv_norm = nn.LayerNorm(d_model)
+        self.pointwise_out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: Tensor, pad: Tensor | None) -> Tensor:
+        h = F.glu(self.pointwise_in(self.norm(x)), dim=-1)
+        if pad is not None:
+            h = h.masked_fill(pad[..., None], 0.0)
+        h = self.depthwise(h.transpose(1, 2)).transpose(1, 2)
+        return self.pointwise_out(F.silu(self.conv_norm(h)))
+
+
 class SelfAttentionEncoderLayer(nn.Module):
-    """Pre-norm layer: ``x + Drop(Attn(LN(x)))`` then ``x + Drop(FFN(LN(x)))``, FFN = Linear-GELU-Linear."""
+    """Pre-norm layer: ``x + Drop(Attn(LN(x)))``, [``x + Drop(Conv(x))``], then ``x + Drop(FFN(LN(x)))``.
+
+    FFN = Linear-GELU-Linear. With ``conv_kernel > 0`` a :class:`ConvModule` follows the attention (the
+    Conformer's order without its second, macaron FFN); it widens the layer's context by ``k // 2``
+    frames on each side."""
 
     def __init__(
         self,
@@ -102,15 +129,23 @@ class SelfAttentionEncoderLayer(nn.Module):
         right: int | None,
         dropout: float,
         engine: str,
+        conv_kernel: int = 0,
     ) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(d_model)
         self.attn = TruncatedSelfAttention(d_model, num_heads, left, right, dropout=dropout, engine=engine)
+        self.conv = ConvModule(d_model, conv_kernel) if conv_kernel else None
         self.ffn_norm = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(
             nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model)
         )
         self.dropout = nn.Dropout(dropout)
+
+    def context(self) -> tuple[int, int]:
+        """(left, right) input frames one output frame of this layer depends on (truncated attention)."""
+        assert self.attn.left is not None and self.attn.right is not None
+        half = self.conv.kernel_size // 2 if self.conv is not None else 0
+        return self.attn.left + half, self.attn.right + half
 
     def forward(
         self, x: Tensor, pad: Tensor | None, need_weights: bool = False
@@ -118,6 +153,8 @@ class SelfAttentionEncoderLayer(nn.Module):
         """x ``(B, T, D)``, pad ``(B, T)`` -> ``(B, T, D)``, weights (see TruncatedSelfAttention)."""
         attended, weights = self.attn(self.attn_norm(x), pad, need_weights=need_weights)
         x = x + self.dropout(attended)
+        if self.conv is not None:
+            x = x + self.dropout(self.conv(x, pad))
         x = x + self.dropout(self.ffn(self.ffn_norm(x)))
         return x, weights
 
@@ -135,6 +172,8 @@ class SelfAttentionEncoder(nn.Module):
         left, right: attention context per layer in frames, or both None for full attention.
         dropout: dropout on residual branches, FFN hidden units and attention probabilities.
         pos_conv_kernel: odd kernel of the depthwise positional convolution (0 = none).
+        conv_kernel: odd kernel of a Conformer convolution module in every layer (0 = none, the plain
+            Transformer layer); adds ``conv_kernel // 2`` frames of context per layer and side.
         engine: attention engine, see :mod:`speechattn.models.attention`.
         inference_chunk: without autograd (``torch.no_grad`` / ``inference_mode``), a truncated
             encoder evaluates every layer in time chunks of this many frames plus its L / R halo
@@ -167,6 +206,7 @@ class SelfAttentionEncoder(nn.Module):
         dropout: float = 0.1,
         pos_conv_kernel: int = 15,
         engine: str = "auto",
+        conv_kernel: int = 0,
         *,
         inference_chunk: int | None = DEFAULT_INFERENCE_CHUNK,
     ) -> None:
@@ -185,19 +225,21 @@ class SelfAttentionEncoder(nn.Module):
         self.pos_conv = ConvPositionalEmbedding(d_model, pos_conv_kernel)
         self.input_dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            SelfAttentionEncoderLayer(d_model, num_heads, ffn_dim, left, right, dropout, engine)
+            SelfAttentionEncoderLayer(d_model, num_heads, ffn_dim, left, right, dropout, engine, conv_kernel)
             for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(d_model)
 
     def receptive_field(self) -> tuple[int, int]:
-        """(left_frames, right_frames) an output frame depends on: ``(layers*L + k//2, layers*R + k//2)``.
+        """(left_frames, right_frames) an output frame depends on: ``(layers*(L + c//2) + k//2, ...)``
+        for positional kernel k and convolution-module kernel c (0 when absent).
 
         Raises ValueError for full attention (unbounded)."""
         if self.left is None or self.right is None:
             raise ValueError("full attention (left=right=None) has an unbounded receptive field")
         half = self.pos_conv.kernel_size // 2
-        return self.num_layers * self.left + half, self.num_layers * self.right + half
+        left, right = (sum(side) for side in zip(*(layer.context() for layer in self.layers)))
+        return left + half, right + half
 
     def forward(
         self, x: Tensor, lengths: Tensor, return_attention: int | None = None
@@ -240,7 +282,7 @@ class SelfAttentionEncoder(nn.Module):
 
         h = map_time_chunks(front_end, x, pad, half, half, chunk)
         for layer in self.layers:
-            h = map_time_chunks(lambda hc, pc: layer(hc, pc)[0], h, pad, self.left, self.right, chunk)
+            h = map_time_chunks(lambda hc, pc: layer(hc, pc)[0], h, pad, *layer.context(), chunk)
         return self.final_norm(h)
 
     @torch.no_grad()

@@ -64,6 +64,8 @@ def keep_freed_memory() -> bool:
         libc.mallopt(param, value) == 1
         for param, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (M_TOP_PAD, _TOP_PAD))
     )
-    if not ok:
+    if ok:
+        log.info("glibc malloc keeps freed memory for reuse (M_MMAP_MAX=0, no trimming)")
+    else:
         log.warning("glibc refused the malloc settings: allocator left at its defaults")
     return ok
