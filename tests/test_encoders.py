@@ -84,3 +84,18 @@ def test_frame_stacking_keeps_one_label_per_frame_and_a_bounded_receptive_field(
     x[0, 149] += 10.0  # last frame: output frames further left than the receptive field must not move
     changed = (model(x, lengths) - base).abs().sum(-1)[0] > 1e-6
     assert changed[149] and not changed[: 149 - right].any()
+
+
+def test_stack_frames_zero_pads_the_last_position_and_ignores_padding() -> None:
+    from speechattn.models.stacking import stack_frames
+
+    x = torch.arange(1.0, 9.0).view(1, 8, 1).repeat(2, 1, 1)  # frames 1..8
+    x[1, 5:] = 99.0  # padding of the second utterance (length 5) must not leak
+    stacked, lengths = stack_frames(x, torch.tensor([8, 5]), 3)
+    assert stacked.shape == (2, 3, 3) and lengths.tolist() == [3, 2]
+    assert stacked[0].tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 0]]
+    assert stacked[1, :2].tolist() == [[1, 2, 3], [4, 5, 0]]
+    same, same_lengths = stack_frames(x, torch.tensor([8, 5]), 1)
+    assert same_lengths.tolist() == [8, 5] and torch.all(same[1, 5:] == 0)
+    with pytest.raises(ValueError, match="frame_stack"):
+        stack_frames(x, torch.tensor([8, 5]), 0)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from speechattn.models.stacking import stack_frames
+
 IGNORE_INDEX = -100  # label of padded frames: excluded from loss and accuracy
 
 
@@ -48,14 +50,8 @@ class FrameClassifier(nn.Module):
         self.classifier = nn.Linear(encoder.output_dim, num_classes * frame_stack)
 
     def stack(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, F), (B,) -> (B, ceil(T/k), k·F), (B,) positions."""
-        k = self.frame_stack
-        B, T, F_ = x.shape
-        P = -(-T // k)
-        # Frames past each length are zeroed: the last position of an utterance may hold padding frames.
-        x = x.masked_fill(torch.arange(T, device=x.device)[None, :, None] >= lengths[:, None, None], 0.0)
-        x = F.pad(x, (0, 0, 0, P * k - T))
-        return x.reshape(B, P, k * F_), torch.div(lengths + k - 1, k, rounding_mode="floor")
+        """(B, T, F), (B,) -> (B, ceil(T/k), k·F), (B,) positions (:func:`stack_frames`)."""
+        return stack_frames(x, lengths, self.frame_stack)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, T, F), lengths: (B,) -> logits (B, T, C)."""

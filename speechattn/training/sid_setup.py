@@ -41,6 +41,7 @@ from speechattn.data.kaldi_dir import KaldiDataError, read_table
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
 from speechattn.models.encoders import build_encoder
+from speechattn.models.stacking import stack_frames, stacked_lengths
 from speechattn.tasks.sid import SpeakerModel, spec_augment
 from speechattn.training.distributed import DistInfo
 from speechattn.training.loop import Trainer, build_trainer
@@ -89,19 +90,11 @@ class FrameStackEncoder(nn.Module):
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Frames after stacking: ``ceil(lengths / factor)``, ``(B,)``."""
-        return torch.div(lengths + self.factor - 1, self.factor, rounding_mode="floor")
+        return stacked_lengths(lengths, self.factor)
 
     def stack(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """``x (B, T, F)`` -> ``(B, ceil(T / k), k * F)`` and the stacked lengths ``(B,)``."""
-        batch, frames, dim = x.shape
-        pad = torch.arange(frames, device=x.device)[None, :] >= lengths[:, None]
-        x = x.masked_fill(pad[..., None], 0.0)
-        if self.factor == 1:
-            return x, lengths
-        extra = (-frames) % self.factor
-        if extra:
-            x = F.pad(x, (0, 0, 0, extra))
-        return x.reshape(batch, (frames + extra) // self.factor, self.factor * dim), self.output_lengths(lengths)
+        """``x (B, T, F)`` -> ``(B, ceil(T / k), k * F)`` and the stacked lengths ``(B,)`` (:func:`stack_frames`)."""
+        return stack_frames(x, lengths, self.factor)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """x ``(B, T, F)``, lengths ``(B,)`` -> ``(B, ceil(T / factor), H)``."""
