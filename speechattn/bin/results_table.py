@@ -28,7 +28,8 @@ def _context(model: dict) -> str:
         return f"±{model['context']}"
     if name == "truncated_transformer":
         k = int(model.get("frame_stack", 1) or 1)
-        left, right = -(-int(model["left"]) // k) * k, -(-int(model["right"]) // k) * k  # whole positions
+        # Whole positions, as models.stacking.frames_to_positions rounds them (not imported: no torch here).
+        left, right = -(-int(model["left"]) // k) * k, -(-int(model["right"]) // k) * k
         conv = (int(model.get("conv_kernel", 0) or 0) // 2) * k  # the convolution module's reach, frames
         window = f"[t-{left}, t+{right}]" + (f" + conv ±{conv}" if conv else "")
         return f"{window} × {model['num_layers']} layers"

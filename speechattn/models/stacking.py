@@ -1,11 +1,29 @@
 """Frame stacking: k consecutive 10 ms frames become one encoder position (Kaldi's frame subsampling)."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["stack_frames", "stacked_lengths"]
+__all__ = ["stack_frames", "stacked_lengths", "frames_to_positions", "split_frame_stack"]
+
+
+def frames_to_positions(frames: int, k: int) -> int:
+    """Attention context given in 10 ms frames, rounded up to whole positions of ``k`` frames."""
+    return -(-int(frames) // k)
+
+
+def split_frame_stack(model_cfg: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """``(k, encoder config)`` from a ``model`` group entry: pops ``frame_stack`` (default 1) and converts
+    ``left``/``right`` (10 ms frames in the configs) to encoder positions, as the encoders count them."""
+    cfg = dict(model_cfg)
+    k = int(cfg.pop("frame_stack", 1) or 1)
+    for side in ("left", "right"):
+        if cfg.get(side) is not None:
+            cfg[side] = frames_to_positions(cfg[side], k)
+    return k, cfg
 
 
 def stacked_lengths(lengths: Tensor, k: int) -> Tensor:

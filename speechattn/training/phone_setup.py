@@ -21,6 +21,7 @@ from speechattn.data.kaldi_dir import KaldiDataError, read_table_lists
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
 from speechattn.models.encoders import build_encoder
+from speechattn.models.stacking import split_frame_stack
 from speechattn.tasks.phone import FrameClassifier, frame_correct, frame_loss
 from speechattn.training.distributed import DistInfo
 from speechattn.training.loop import Trainer, build_trainer
@@ -85,11 +86,7 @@ def make_step(cfg: DictConfig):
 def build_phone_model(model_cfg: Any, input_dim: int, num_classes: int) -> FrameClassifier:
     """Encoder + classifier from the ``model`` config group. ``frame_stack`` (default 1) stacks that many
     frames per encoder position; ``left``/``right`` stay in 10 ms frames and are converted to positions."""
-    cfg = dict(model_cfg)
-    k = int(cfg.pop("frame_stack", 1) or 1)
-    for side in ("left", "right"):
-        if cfg.get(side) is not None:
-            cfg[side] = -(-int(cfg[side]) // k)
+    k, cfg = split_frame_stack(model_cfg)
     return FrameClassifier(build_encoder(cfg, input_dim * k), num_classes, frame_stack=k)
 
 

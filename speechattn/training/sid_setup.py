@@ -41,7 +41,7 @@ from speechattn.data.kaldi_dir import KaldiDataError, read_table
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
 from speechattn.models.encoders import build_encoder
-from speechattn.models.stacking import stack_frames, stacked_lengths
+from speechattn.models.stacking import split_frame_stack, stack_frames, stacked_lengths
 from speechattn.tasks.sid import SpeakerModel, spec_augment
 from speechattn.training.distributed import DistInfo
 from speechattn.training.loop import Trainer, build_trainer
@@ -126,11 +126,8 @@ def build_sid_model(model_cfg: Mapping[str, Any], sid_cfg: Mapping[str, Any], in
         >>> model.encoder.encoder.left                       # 8 frames = 4 positions of 20 ms
         4
     """
-    model_cfg, sid_cfg = dict(model_cfg), dict(sid_cfg)
-    factor = int(model_cfg.pop("frame_stack", 1) or 1)
-    for side in ("left", "right"):
-        if model_cfg.get(side) is not None:
-            model_cfg[side] = -(-int(model_cfg[side]) // factor)
+    sid_cfg = dict(sid_cfg)
+    factor, model_cfg = split_frame_stack(model_cfg)
     encoder = FrameStackEncoder(build_encoder(model_cfg, input_dim * factor), factor)
     return SpeakerModel(encoder, num_speakers, pooling=sid_cfg.get("pooling", "attentive_stats"),
                         embed_dim=int(sid_cfg.get("embed_dim", 192)), head=sid_cfg.get("head", "aam"),
