@@ -288,7 +288,7 @@ class FrameScores:
         return result
 
 
-def boundary_distances(labels: Sequence[str]) -> np.ndarray:
+def boundary_distances(labels: Sequence[str] | np.ndarray) -> np.ndarray:
     """Frames from each frame to the nearest change of reference label ``(T,)``, 0 = a boundary frame.
 
     A frame is at distance 0 when its label differs from the previous or the next frame's (both sides of
@@ -297,11 +297,11 @@ def boundary_distances(labels: Sequence[str]) -> np.ndarray:
         labels    SIL SIL  a  a  a  a  b
         distance   1   0   0  1  1  0  0
     """
+    labels = np.asarray(labels)
     T = len(labels)
     if T == 0:
         return np.zeros(0, dtype=np.int64)
-    codes = np.unique(np.asarray(labels), return_inverse=True)[1]
-    change = np.flatnonzero(codes[1:] != codes[:-1])  # a boundary between frames i and i + 1
+    change = np.flatnonzero(labels[1:] != labels[:-1])  # a boundary between frames i and i + 1
     if change.size == 0:
         return np.full(T, T, dtype=np.int64)  # no boundary in the utterance
     at_boundary = np.zeros(T, dtype=bool)
@@ -326,13 +326,12 @@ def accuracy_by_boundary_distance(
     *where*. Frames whose reference is in ``ignore`` are left out. Keys ``"0"`` .. ``"max_distance - 1"``
     and ``"{max_distance}+"``, each ``{"share": % of counted frames, "accuracy": %, "frames": n}``.
     """
-    skip = set(ignore)
     totals = np.zeros(max_distance + 1, dtype=np.int64)
     correct = np.zeros(max_distance + 1, dtype=np.int64)
     for ref_labels, hyp_labels in zip(ref, hyp):
-        distance = boundary_distances(ref_labels).clip(max=max_distance)
         ref_arr, hyp_arr = np.asarray(ref_labels), np.asarray(hyp_labels)
-        keep = ~np.isin(ref_arr, list(skip)) if skip else np.ones(len(ref_arr), dtype=bool)
+        distance = boundary_distances(ref_arr).clip(max=max_distance)
+        keep = ~np.isin(ref_arr, list(ignore))
         totals += np.bincount(distance[keep], minlength=max_distance + 1)
         correct += np.bincount(distance[keep & (ref_arr == hyp_arr)], minlength=max_distance + 1)
     counted = int(totals.sum())
