@@ -67,6 +67,18 @@ def test_phone_recipe_end_to_end(recipe: Path) -> None:
     log = again.stdout + again.stderr + (recipe / "exp" / "truncated_transformer" / "train.log").read_text()
     for message in ("already prepared", "feats.scp is up to date", "is complete"):
         assert message in log, log[-3000:]
+    assert (recipe / "exp" / "truncated_transformer" / "train.out").stat().st_size > 0  # console output
+
+    # Speed perturbation: data/train_sp (3 speeds of each training utterance), a separate experiment.
+    sp = _run(recipe, "--speed-perturb", "true", "--model", "truncated_transformer", "--stop-stage", "3",
+              "--train-args", ONE_EPOCH)
+    assert sp.returncode == 0, sp.stderr[-4000:]
+    train_utts = (data / "train" / "wav.scp").read_text().splitlines()
+    sp_utts = (data / "train_sp" / "wav.scp").read_text().splitlines()
+    assert len(sp_utts) == 3 * len(train_utts) and (data / "train_sp" / "feats.scp").exists()
+    sp_exp = recipe / "exp" / "truncated_transformer_sp"
+    assert (sp_exp / "model.pt").exists() and "data/train_sp" in (sp_exp / "config.yaml").read_text()
+    assert model_pt.stat().st_mtime_ns == before  # the unperturbed experiment is untouched
 
 
 def test_missing_corpus_is_a_clear_error(recipe: Path, tmp_path: Path) -> None:

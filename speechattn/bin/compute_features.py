@@ -64,7 +64,7 @@ def _job_is_done(job_dir: Path, feats_dir: Path, feature_cfg: dict[str, Any], jo
         marker = json.loads(done.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    newest_input = max((job_dir / name).stat().st_mtime_ns for name in ("wav.scp", "segments")
+    newest_input = max((job_dir / name).stat().st_mtime_ns for name in ("wav.scp", "segments", "utt2speed")
                        if (job_dir / name).is_file())
     return marker.get("config") == feature_cfg and marker.get("nj") == nj and done.stat().st_mtime_ns >= newest_input
 
@@ -78,6 +78,7 @@ def run_job(job_dir: str | os.PathLike, feats_dir: str | os.PathLike, job: int, 
 
     from speechattn.data.audio import AudioError, load_audio
     from speechattn.data.kaldi_dir import KaldiDataDir, KaldiDataError
+    from speechattn.data.speed_perturb import apply_speed
     from speechattn.features.extract import FeatureConfig, compute_features
     from speechattn.utils.atomic import atomic_write_text
 
@@ -109,6 +110,8 @@ def run_job(job_dir: str | os.PathLike, feats_dir: str | os.PathLike, job: int, 
                     else:
                         recording_cache, waveform = _load_segment(data, utt, cfg.sample_rate, allow_pipes,
                                                                   job_dir, wav_lines, recording_cache)
+                    if data.utt2speed is not None and utt in data.utt2speed:
+                        waveform = apply_speed(waveform, cfg.sample_rate, data.utt2speed[utt])
                     feats = compute_features(waveform, cfg.sample_rate, cfg)
                     if feats.shape[0] == 0:
                         raise AudioError(f"{utt}: shorter than one analysis window ({waveform.numel()} samples)")
@@ -168,14 +171,14 @@ def _worker_init() -> None:
 
 
 def feats_are_up_to_date(data_dir: Path, feature_cfg: dict[str, Any]) -> bool:
-    """``feats.scp`` covers every utterance (or lists it as failed), is newer than ``wav.scp``/``segments``
-    and was made with ``feature_cfg``."""
+    """``feats.scp`` covers every utterance (or lists it as failed), is newer than ``wav.scp``/``segments``/
+    ``utt2speed`` and was made with ``feature_cfg``."""
     from speechattn.data.kaldi_dir import KaldiDataDir, KaldiDataError, read_table
 
     feats_scp, feats_yaml = data_dir / "feats.scp", data_dir / "feats.yaml"
     if not (feats_scp.is_file() and feats_yaml.is_file()):
         return False
-    newest_input = max((data_dir / name).stat().st_mtime_ns for name in ("wav.scp", "segments")
+    newest_input = max((data_dir / name).stat().st_mtime_ns for name in ("wav.scp", "segments", "utt2speed")
                        if (data_dir / name).is_file())
     if feats_scp.stat().st_mtime_ns < newest_input:
         return False

@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from speechattn.utils.atomic import atomic_open
 
@@ -29,7 +29,7 @@ PathLike = str | os.PathLike
 
 # Tables keyed by utterance (or by recording, for wav.scp when `segments` exists), by speaker.
 UTT_TABLES = ("utt2spk", "text", "frame_labels", "utt2num_frames", "utt2dur", "feats.scp", "segments",
-              "utt2lang", "utt2uniq")
+              "utt2lang", "utt2uniq", "utt2speed")
 SPK_TABLES = ("spk2gender", "spk2age", "cmvn_spk.scp", "cmvn.scp")
 RECORDING_TABLES = ("reco2file_and_channel", "reco2dur")
 
@@ -127,7 +127,8 @@ class KaldiDataDir:
 
     ``spk2utt`` is derived from ``utt2spk`` when the file is absent; absent optional tables are ``None``
     (``utt2spk``/``spk2utt`` are empty dicts when there is no utt2spk). ``segments`` maps an utterance to
-    ``(recording_id, start_seconds, end_seconds)``.
+    ``(recording_id, start_seconds, end_seconds)``. ``utt2speed`` (speechattn's, not Kaldi's) holds the
+    speed factor applied when an utterance's audio is read (written by ``data.speed_perturb``).
 
     Example:
         >>> import tempfile, pathlib
@@ -146,6 +147,7 @@ class KaldiDataDir:
     text: dict[str, str] | None = None
     segments: dict[str, tuple[str, float, float]] | None = None
     utt2num_frames: dict[str, int] | None = None
+    utt2speed: dict[str, float] | None = None
 
     @classmethod
     def load(cls, path: PathLike, require: Sequence[str] = ("wav.scp",)) -> "KaldiDataDir":
@@ -168,7 +170,8 @@ class KaldiDataDir:
         segments = _read_segments(path / "segments") if (path / "segments").is_file() else None
         utt2num_frames = (_read_int_table(path / "utt2num_frames")
                           if (path / "utt2num_frames").is_file() else None)
-        return cls(path, wav_scp, utt2spk, spk2utt, text, segments, utt2num_frames)
+        utt2speed = _read_speed_table(path / "utt2speed") if (path / "utt2speed").is_file() else None
+        return cls(path, wav_scp, utt2spk, spk2utt, text, segments, utt2num_frames, utt2speed)
 
     @property
     def utterances(self) -> list[str]:
@@ -191,16 +194,28 @@ def _read_segments(path: Path) -> dict[str, tuple[str, float, float]]:
     return segments
 
 
-def _read_int_table(path: Path) -> dict[str, int]:
-    result: dict[str, int] = {}
+def _read_number_table(path: Path, convert: Callable[[str], float], valid: Callable[[float], bool],
+                       expected: str) -> dict[str, Any]:
+    """``{key: convert(value)}``; a value that does not convert or is not ``valid`` is an error naming
+    the line and what was ``expected``."""
+    result: dict[str, Any] = {}
     for key, (value, lineno) in _read_entries(path).items():
         try:
-            result[key] = int(value)
+            number = convert(value)
         except ValueError:
-            raise KaldiDataError(f"{path}:{lineno}: expected an integer for '{key}', got '{value}'") from None
-        if result[key] < 0:
-            raise KaldiDataError(f"{path}:{lineno}: negative count for '{key}': {value}")
+            number = None
+        if number is None or not valid(number):
+            raise KaldiDataError(f"{path}:{lineno}: expected {expected} for '{key}', got '{value}'")
+        result[key] = number
     return result
+
+
+def _read_int_table(path: Path) -> dict[str, int]:
+    return _read_number_table(path, int, lambda n: n >= 0, "a count >= 0")
+
+
+def _read_speed_table(path: Path) -> dict[str, float]:
+    return _read_number_table(path, float, lambda f: f > 0.0, "a speed factor > 0")  # NaN fails too
 
 
 def _is_pipe(value: str) -> bool:
@@ -272,7 +287,7 @@ def validate_data_dir(path: PathLike, *, require_labels: str | None = None, chec
     if require_labels is not None and not (path / require_labels).is_file():
         raise KaldiDataError(f"{path / require_labels}:0: required label file missing")
     keyed = {}
-    for name in ("text", "frame_labels", "utt2num_frames", "feats.scp", "utt2dur"):
+    for name in ("text", "frame_labels", "utt2num_frames", "feats.scp", "utt2dur", "utt2speed"):
         table_path = path / name
         if table_path.is_file():
             keyed[name] = _read_entries(table_path, min_fields=1 if name == "text" else 2)

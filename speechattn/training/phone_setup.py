@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchaudio
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -19,6 +18,7 @@ from speechattn.data.alignments import read_phone_table
 from speechattn.data.dataset import Batch, FrameLabelDataset, collate, load_features
 from speechattn.data.kaldi_dir import KaldiDataError, read_table_lists
 from speechattn.data.sampler import LengthBucketBatchSampler
+from speechattn.features.augment import spec_augment
 from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
 from speechattn.models.encoders import build_encoder
 from speechattn.models.stacking import split_frame_stack
@@ -56,25 +56,18 @@ def load_split(data_dir: Path, cfg: DictConfig, phones: list[str], normalise) ->
     return FrameLabelDataset(feats, {u: labels[u] for u in utts}, where=str(data_dir / cfg.data.labels))
 
 
-def frequency_masks(feats: torch.Tensor, mask_param: int, num_masks: int) -> torch.Tensor:
-    """SpecAugment frequency masks, independent per utterance. feats: (B, T, F) -> (B, T, F).
-
-    Time masks are left out on purpose: a frame whose input is masked still has to be labelled.
-    """
-    x = feats.transpose(1, 2)  # (B, F, T), torchaudio's layout
-    for _ in range(num_masks):
-        x = torchaudio.functional.mask_along_axis_iid(x, mask_param, 0.0, axis=1)
-    return x.transpose(1, 2)
-
-
 def make_step(cfg: DictConfig):
     smoothing = float(cfg.trainer.label_smoothing)
-    augment = bool(cfg.trainer.spec_augment)
+    t = cfg.trainer
+    augment = bool(t.spec_augment)
+    # Time masks hide input frames whose labels are still scored: the model must infer them from context.
+    masks = dict(freq_mask_param=int(t.freq_mask_param), num_freq_masks=int(t.num_freq_masks),
+                 time_mask_param=int(t.get("time_mask_param", 0)), num_time_masks=int(t.get("num_time_masks", 0)))
 
     def step(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int, int]:
         feats = batch.feats
         if augment and model.training:
-            feats = frequency_masks(feats, int(cfg.trainer.freq_mask_param), int(cfg.trainer.num_freq_masks))
+            feats = spec_augment(feats, batch.lengths, **masks)
         logits = model(feats, batch.lengths)
         loss = frame_loss(logits, batch.targets, smoothing if model.training else 0.0)
         correct, counted = frame_correct(logits, batch.targets)

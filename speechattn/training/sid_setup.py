@@ -42,7 +42,8 @@ from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
 from speechattn.models.encoders import build_encoder
 from speechattn.models.stacking import split_frame_stack, stack_frames, stacked_lengths
-from speechattn.tasks.sid import SpeakerModel, spec_augment
+from speechattn.features.augment import spec_augment
+from speechattn.tasks.sid import SpeakerModel
 from speechattn.training.distributed import DistInfo
 from speechattn.training.loop import Trainer, build_trainer
 

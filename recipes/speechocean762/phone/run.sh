@@ -3,6 +3,7 @@
 #
 # Stages (each skips work whose outputs are complete; re-running continues where it stopped):
 #   0 data      Kaldi data dirs data/{train,dev,test} + frame-level phone labels (local/prepare_speechocean762_phone.py)
+#               (+ data/train_sp with --speed-perturb true: local/perturb_data_dir_speed.py)
 #   1 features  80-dim log-mel fbank (or --features mfcc), Kaldi ark/scp, --nj jobs   (conf/features/)
 #   2 cmvn      CMVN statistics of the training set                                 (conf/cmvn/)
 #   3 train     one experiment per model in exp/<model>/                            (conf/train.yaml, conf/model/)
@@ -21,6 +22,7 @@ nj=2                    # parallel jobs for data preparation and feature extract
 model=default           # default (mlp_context truncated_transformer) | all | space-separated model names
 features=fbank          # fbank | mfcc (conf/features/)
 cmvn=global             # global | speaker | utterance | none (conf/cmvn/)
+speed_perturb=false     # true: train on 0.9/1.0/1.1-speed copies of data/train (data/train_sp, Kaldi's 3-way speed perturbation) -> exp/<model>_sp; 3x the training time per epoch
 train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5"
 parallel=true           # true: train (and decode) the models concurrently, one thread each (2-core machines)
 max_utts=0              # >0: only the first N utterances of each set (quick smoke runs, tests)
@@ -43,7 +45,10 @@ case "$model" in
 esac
 force_flag=(); [ "$force" = true ] && force_flag=(--force)
 hydra_force=(); [ "$force" = true ] && hydra_force=(force=true)
-sets="train dev test"
+train_set=train; exp_suffix=""
+if [ "$speed_perturb" = true ]; then train_set=train_sp; exp_suffix=_sp; fi
+sets="$train_set dev test"
+exp_of() { echo "exp/$1$exp_suffix"; }  # experiment directory of a model
 
 log "$0 $*"
 log "corpus: $corpus_dir; models: $models; features: $features; cmvn: $cmvn; nj: $nj"
@@ -58,6 +63,9 @@ if stage_wanted 0; then
   max_utts_opt=(); [ "$max_utts" -gt 0 ] && max_utts_opt=(--max-utts-per-set "$max_utts")
   python "$root/local/prepare_speechocean762_phone.py" --corpus-dir "$corpus_dir" --out-dir data --nj "$nj" \
     "${max_utts_opt[@]}" "${force_flag[@]}"
+  if [ "$speed_perturb" = true ]; then
+    python "$root/local/perturb_data_dir_speed.py" data/train data/train_sp "${force_flag[@]}"
+  fi
 fi
 
 if stage_wanted 1; then
@@ -71,7 +79,7 @@ fi
 if stage_wanted 2; then
   log "stage 2: CMVN statistics ($cmvn)"
   # global: the training set's statistics serve every set; speaker: each set has its own speakers' stats.
-  cmvn_sets=train; [ "$cmvn" = speaker ] && cmvn_sets="$sets"
+  cmvn_sets=$train_set; [ "$cmvn" = speaker ] && cmvn_sets="$sets"
   for s in $cmvn_sets; do
     speechattn-compute-cmvn data_dir=data/$s cmvn="$cmvn" "${hydra_force[@]}"
   done
@@ -80,22 +88,24 @@ fi
 max_utts_override=(); [ "$max_utts" -gt 0 ] && max_utts_override=(data.max_utts="$max_utts")
 # Runs "$@" for every model: concurrently with one intra-op thread each when --parallel true (on a
 # 2-core machine two single-threaded jobs beat one two-threaded job, see bench/README.md), else in turn.
-# Output is appended to exp/<model>/<stage>.log (a resumed run keeps the earlier lines); a failed job fails the stage after all jobs have finished.
+# Console output (progress bars) is appended to $(exp_of <model>)/<stage>.out (a resumed run keeps the earlier
+# lines); the Hydra apps write their own clean log, e.g. exp/<model>/train.log. A failed job fails the
+# stage after all jobs have finished.
 for_each_model() {
   local stage_name="$1"; shift
   local pids=() m failed=0
   for m in $models; do
-    mkdir -p "exp/$m"
+    mkdir -p "$(exp_of "$m")"
     if [ "$parallel" = true ]; then
-      ( "$@" "$m" >> "exp/$m/$stage_name.log" 2>&1 ) &
+      ( "$@" "$m" >> "$(exp_of "$m")/$stage_name.out" 2>&1 ) &
       pids+=($!)
     else
-      "$@" "$m" 2>&1 | tee -a "exp/$m/$stage_name.log"
+      "$@" "$m" 2>&1 | tee -a "$(exp_of "$m")/$stage_name.out"
     fi
   done
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   if [ "$failed" -ne 0 ]; then
-    for m in $models; do log "--- exp/$m/$stage_name.log (tail) ---"; tail -n 20 "exp/$m/$stage_name.log" >&2; done
+    for m in $models; do log "--- $(exp_of "$m")/$stage_name.out (tail) ---"; tail -n 20 "$(exp_of "$m")/$stage_name.out" >&2; done
     log "ERROR: $stage_name failed for at least one model (logs above)"
     exit 1
   fi
@@ -104,31 +114,31 @@ threads=1  # one intra-op thread per job: measured faster than 2 on 2-core machi
 
 train_model() {
   # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
-  speechattn-train model="$1" exp_dir="exp/$1" cmvn="$cmvn" trainer.threads="$threads" \
-    "${max_utts_override[@]}" $train_args
+  speechattn-train model="$1" exp_dir="$(exp_of "$1")" data.train_dir="data/$train_set" cmvn="$cmvn" \
+    trainer.threads="$threads" "${max_utts_override[@]}" $train_args
 }
 infer_model() {
-  speechattn-infer task=phone exp_dir="exp/$1" data_dir=data/test output_dir="exp/$1/decode_test" \
+  speechattn-infer task=phone exp_dir="$(exp_of "$1")" data_dir=data/test output_dir="$(exp_of "$1")/decode_test" \
     threads="$threads" "${hydra_force[@]}"
 }
 
 if stage_wanted 3; then
-  log "stage 3: training $models -> exp/<model> (logs: exp/<model>/train.log)"
-  if [ "$force" = true ]; then for m in $models; do rm -rf "exp/$m"; done; fi
+  log "stage 3: training $models on data/$train_set -> $(exp_of '<model>') (logs: $(exp_of '<model>')/train.log)"
+  if [ "$force" = true ]; then for m in $models; do rm -rf "$(exp_of "$m")"; done; fi
   for_each_model train train_model
-  for m in $models; do grep -h "best validation" "exp/$m/train.log" >&2 || true; done
+  for m in $models; do grep -h "best validation" "$(exp_of "$m")/train.log" >&2 || true; done
 fi
 
 if stage_wanted 4; then
-  log "stage 4: inference of $models on data/test -> exp/<model>/decode_test"
+  log "stage 4: inference of $models on data/test -> $(exp_of '<model>')/decode_test"
   for_each_model infer infer_model
 fi
 
 if stage_wanted 5; then
   for m in $models; do
-    log "stage 5: scoring $m -> exp/$m/scores"
-    speechattn-score task=phone exp_dir="exp/$m" ref_dir=data/test hyp_dir="exp/$m/decode_test" \
-      output_dir="exp/$m/scores"
+    e="$(exp_of "$m")"
+    log "stage 5: scoring $m -> $e/scores"
+    speechattn-score task=phone exp_dir="$e" ref_dir=data/test hyp_dir="$e/decode_test" output_dir="$e/scores"
   done
   speechattn-results task=phone exp_root=exp output=RESULTS.md
   log "results table: $recipe_dir/RESULTS.md"
