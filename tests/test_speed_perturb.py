@@ -114,6 +114,9 @@ def test_perturb_data_dir_then_features(tmp_path: Path) -> None:
     assert (dst / "wav.scp").stat().st_mtime_ns == mtime
     assert perturb_data_dir(src, dst, [0.9, 1.0]) == 8
     assert not (dst / "feats.scp").exists()  # stale features of the old copy are removed
+    (dst / "cmvn_spk.scp").write_text("stale\n")
+    perturb_data_dir(src, dst, [1.0, 1.1])
+    assert not (dst / "cmvn_spk.scp").exists()  # so are speaker CMVN stats
 
 
 def test_bad_input_is_refused(tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("speechattn.compute_features")
 
 FAILED_LIST = "feats_failed.txt"
+# Data-dir tables that decide a feature matrix: features older than any of them are stale.
+AUDIO_INPUTS = ("wav.scp", "segments", "utt2speed")
 
 
 @dataclass
@@ -64,7 +66,7 @@ def _job_is_done(job_dir: Path, feats_dir: Path, feature_cfg: dict[str, Any], jo
         marker = json.loads(done.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    newest_input = max((job_dir / name).stat().st_mtime_ns for name in ("wav.scp", "segments", "utt2speed")
+    newest_input = max((job_dir / name).stat().st_mtime_ns for name in AUDIO_INPUTS
                        if (job_dir / name).is_file())
     return marker.get("config") == feature_cfg and marker.get("nj") == nj and done.stat().st_mtime_ns >= newest_input
 
@@ -178,7 +180,7 @@ def feats_are_up_to_date(data_dir: Path, feature_cfg: dict[str, Any]) -> bool:
     feats_scp, feats_yaml = data_dir / "feats.scp", data_dir / "feats.yaml"
     if not (feats_scp.is_file() and feats_yaml.is_file()):
         return False
-    newest_input = max((data_dir / name).stat().st_mtime_ns for name in ("wav.scp", "segments", "utt2speed")
+    newest_input = max((data_dir / name).stat().st_mtime_ns for name in AUDIO_INPUTS
                        if (data_dir / name).is_file())
     if feats_scp.stat().st_mtime_ns < newest_input:
         return False

@@ -42,9 +42,13 @@ __all__ = ["speed_prefix", "perturbed_num_samples", "apply_speed", "stretch_fram
 
 log = logging.getLogger(__name__)
 
-# Tables copied with perturbed keys; the label-like ones are stretched, the others copied as they are.
+# Tables carried over to the copy under perturbed keys: frame labels are stretched in time, the other
+# utterance tables and the speaker tables are copied as they are.
 _STRETCHED = ("frame_labels",)
-_COPIED = ("text", "spk2gender", "spk2age")
+_UTT_COPIED = ("text",)
+_SPK_COPIED = ("spk2gender", "spk2age")
+# Outputs of later stages made from an earlier copy: removed when the copy is rewritten.
+_STALE = ("feats.scp", "utt2dur", "cmvn_global.ark", "cmvn_spk.scp", "cmvn_spk.ark")
 
 
 def speed_prefix(factor: float) -> str:
@@ -125,12 +129,13 @@ def perturb_data_dir(src: str | os.PathLike, dst: str | os.PathLike, factors: Se
     if (src / "utt2speed").is_file():
         raise KaldiDataError(f"{src / 'utt2speed'}:1: {src} is already speed-perturbed")
     tables = {name: read_table_lists(src / name) for name in _STRETCHED if (src / name).is_file()}
-    copied = {name: read_table(src / name, min_fields=1) for name in _COPIED if (src / name).is_file()}
+    utt_copied = {name: read_table(src / name, min_fields=1) for name in _UTT_COPIED if (src / name).is_file()}
+    spk_copied = {name: read_table(src / name) for name in _SPK_COPIED if (src / name).is_file()}
 
     line_of = {utt: i for i, utt in enumerate(data.wav_scp, start=1)}
     wav_scp, utt2spk, utt2speed, utt2num_frames = {}, {}, {}, {}
     out_tables: dict[str, dict[str, list[str]]] = {name: {} for name in tables}
-    out_copied: dict[str, dict[str, str]] = {name: {} for name in copied}
+    out_copied: dict[str, dict[str, str]] = {name: {} for name in utt_copied}
     skipped = 0
     for utt in data.utterances:
         try:
@@ -150,19 +155,17 @@ def perturb_data_dir(src: str | os.PathLike, dst: str | os.PathLike, factors: Se
             for name, table in tables.items():
                 if utt in table:
                     out_tables[name][new] = stretch_frame_labels(table[utt], factor, frames)
-            for name in ("text",):
-                if name in copied and utt in copied[name]:
-                    out_copied[name][new] = copied[name][utt]
-    for name in ("spk2gender", "spk2age"):  # keyed by speaker
-        if name in copied:
-            out_copied[name] = {speed_prefix(f) + spk: value for spk, value in copied[name].items()
-                                for f in factors}
+            for name, table in utt_copied.items():
+                if utt in table:
+                    out_copied[name][new] = table[utt]
+    for name, table in spk_copied.items():
+        out_copied[name] = {speed_prefix(f) + spk: value for spk, value in table.items() for f in factors}
     if skipped:
         log.warning("%d perturbed copies shorter than one frame were skipped", skipped)
 
     dst.mkdir(parents=True, exist_ok=True)
     (dst / ".speed_perturb_done").unlink(missing_ok=True)
-    for stale in ("feats.scp", "utt2dur", "cmvn_global.ark", "cmvn_speaker.ark"):
+    for stale in _STALE:
         (dst / stale).unlink(missing_ok=True)
     write_table(dst / "wav.scp", wav_scp)
     write_table(dst / "utt2spk", utt2spk)
