@@ -2,7 +2,7 @@
 
 Speakers are harmonic tones with their own pitch and spectral tilt, so a tiny model separates them in a
 couple of epochs. The corpus is written as real Kaldi data dirs with the package's own stage functions
-(features, CMVN), and training goes through ``speechattn.bin.train.run`` with ``conf/train_sid.yaml``.
+(features, CMVN), and training goes through ``speechattn.bin.train.run`` with ``speechattn/conf/train_sid.yaml``.
 """
 from __future__ import annotations
 

@@ -1,20 +1,63 @@
 #!/usr/bin/env bash
-# Create .venv/ in the project root and install speechattn (editable) with its dev extras.
-# Idempotent: a second run only checks that the install is complete.
+# Create or repair .venv/ in the project root from requirements.lock, then install speechattn (editable).
+#
+#   tools/setup_venv.sh          # first run: a few minutes (torch is a few GB); afterwards: seconds
+#
+# Nothing is re-resolved: every package comes at the exact version (and hash) in requirements.lock, then the
+# project itself is installed without dependencies. The environment is checked after every install and on
+# every run (tools/check_env.py: locked versions, torchaudio's compiled extension, soundfile, kaldiio,
+# hydra); a .venv that fails the check (interrupted install, a package replaced by hand) is repaired, and if
+# it still fails the script says what failed and exits non-zero. It never reports "ready" otherwise.
+# To change a dependency: edit pyproject.toml, then tools/update_lock.sh.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+lock=requirements.lock
+venv=.venv
+log() { echo "$(date '+%F %T') setup_venv: $*"; }
+die() { echo "$(date '+%F %T') setup_venv: ERROR: $*" >&2; exit 1; }
+
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
-if [ ! -x .venv/bin/python ]; then
-  echo "$(date '+%F %T') creating .venv with $("$python" --version)"
-  "$python" -m venv .venv
+[ -f "$lock" ] || die "$root/$lock is missing (generate it with tools/update_lock.sh)"
+
+# The venv's interpreter must run and be Python 3.11 (the lock is resolved for 3.11).
+if ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+  "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null ||
+    die "Python 3.11 is required: '$python' is $("$python" --version 2>&1); set PYTHON=/path/to/python3.11"
+  if [ -e "$venv" ]; then log "$venv does not run Python 3.11: recreating it"; rm -rf "$venv"; fi
+  log "creating $venv with $("$python" --version)"
+  "$python" -m venv "$venv"
 fi
-stamp=.venv/.speechattn-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "$(date '+%F %T') installing speechattn and its dependencies into .venv (torch is a few GB the first time)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
-  touch "$stamp"
+
+# The stamp holds the hash of the lock and pyproject.toml of the last complete, checked install.
+want="$(cat "$lock" pyproject.toml | sha256sum | cut -c1-16)"
+stamp="$venv/.speechattn-lock-sha"
+if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && "$venv/bin/python" tools/check_env.py --quiet; then
+  log ".venv ready: $("$venv/bin/python" -c 'import torch, torchaudio; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)')"
+  exit 0
 fi
-echo "$(date '+%F %T') .venv ready: $(.venv/bin/python -c 'import torch, torchaudio; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)')"
+rm -f "$stamp"
+
+pip() {  # quiet pip; drops the warning some machines' pip.conf (find-links to absent folders) prints per package
+  "$venv/bin/python" -m pip --disable-pip-version-check "$@" --quiet 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+install_locked() {  # $@: extra pip options
+  log "installing the locked packages ($(grep -c '==' "$lock") pins in $lock; torch is a few GB the first time)"
+  pip install --require-hashes --no-deps "$@" -r "$lock" ||
+    die "pip could not install $lock (network or disk?). Rerun tools/setup_venv.sh to continue; rm -rf .venv to start over"
+  # The project itself: no dependencies (all locked above), no build isolation (setuptools is locked too).
+  pip install --no-deps --no-build-isolation -e . ||
+    die "pip could not install speechattn itself (see above)"
+}
+
+install_locked
+if ! "$venv/bin/python" tools/check_env.py --quiet; then
+  log "the environment check failed after installing: reinstalling every locked package (--force-reinstall)"
+  install_locked --force-reinstall
+  "$venv/bin/python" tools/check_env.py --quiet ||
+    die "the environment is still broken after a full reinstall (failures above). rm -rf .venv and rerun; if it persists, the lock itself is wrong: tools/update_lock.sh"
+fi
+echo "$want" > "$stamp"
+"$venv/bin/python" tools/check_env.py
+log ".venv ready: $("$venv/bin/python" -c 'import torch, torchaudio; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)')"

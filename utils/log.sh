@@ -4,3 +4,8 @@
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "${BASH_SOURCE[1]}"):${BASH_LINENO[0]}) $*" >&2; }
 # Skip-or-run helper: `stage_wanted N` is true when N is within [--stage, --stop-stage].
 stage_wanted() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+# The software and hardware of this run (speechattn-info), logged once at the start of every recipe.
+log_environment() {
+  local line
+  speechattn-info | while IFS= read -r line; do echo "$(date '+%Y-%m-%d %H:%M:%S') (speechattn-info) $line" >&2; done
+}

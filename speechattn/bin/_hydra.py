@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-# The repository's top-level conf/ (absolute, so the apps work from any working directory).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The Hydra config groups ship inside the package (speechattn/conf/), so an installed wheel finds them from
+# any working directory, as the source tree does.
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def setup_logging(level: int = logging.INFO) -> None:

@@ -78,6 +78,8 @@ def main(cfg: DictConfig) -> float | None:
     if int(os.environ.get("RANK", "0")) == 0:
         from speechattn.utils.atomic import atomic_write_text
         atomic_write_text(exp_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        from speechattn.bin.info import environment_report, format_report
+        atomic_write_text(exp_dir / "info.txt", format_report(environment_report()))  # what produced it
     row = run(cfg, exp_dir)
     return None if row is None else float(row["valid_acc"])  # sweeps (e.g. Optuna) can optimise it
 

@@ -10,9 +10,9 @@
 # Stages (each skips work whose outputs are complete; re-running continues where it stopped):
 #   0 data      data/ident_{train,dev,test} (400/50/50 recordings per speaker)    (local/prepare_sid_fsdd.py)
 #   1 features  80-dim log-mel fbank (20 Hz - high_freq), Kaldi ark/scp, --nj jobs
-#   2 cmvn      mean-only CMN statistics of ident_train                           (conf/cmvn/global_mean.yaml)
+#   2 cmvn      mean-only CMN statistics of ident_train                           (speechattn/conf/cmvn/global_mean.yaml)
 #   3 train     exp/ident: trained on ident_train, validated on ident_dev (the same training settings as
-#               speechocean762: conf/train_sid.yaml, conf/sid/, conf/trainer/sid.yaml)
+#               speechocean762: speechattn/conf/train_sid.yaml, speechattn/conf/sid/, speechattn/conf/trainer/sid.yaml)
 #   4 infer     speechattn-infer task=sid on data/ident_test -> exp/ident/decode_ident_test
 #   5 score     top-1/top-5 accuracy, embedding plot -> exp/ident/scores, RESULTS.md
 #
@@ -44,6 +44,7 @@ force_flag=(); [ "$force" = true ] && force_flag=(--force)
 hydra_force=(); [ "$force" = true ] && hydra_force=(force=true)
 
 log "$0 $*"
+log_environment
 log "corpus: $corpus_dir; work dir: $work_dir; nj: $nj; mel filters up to $high_freq Hz; max speakers: $max_speakers;" \
     "$(uptime)"
 

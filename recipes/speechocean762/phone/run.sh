@@ -4,9 +4,9 @@
 # Stages (each skips work whose outputs are complete; re-running continues where it stopped):
 #   0 data      Kaldi data dirs data/{train,dev,test} + frame-level phone labels (local/prepare_speechocean762_phone.py)
 #               (+ data/train_sp with --speed-perturb true: local/perturb_data_dir_speed.py)
-#   1 features  80-dim log-mel fbank (or --features mfcc), Kaldi ark/scp, --nj jobs   (conf/features/)
-#   2 cmvn      CMVN statistics of the training set                                 (conf/cmvn/)
-#   3 train     one experiment per model in exp/<model>/                            (conf/train.yaml, conf/model/)
+#   1 features  80-dim log-mel fbank (or --features mfcc), Kaldi ark/scp, --nj jobs   (speechattn/conf/features/)
+#   2 cmvn      CMVN statistics of the training set                                 (speechattn/conf/cmvn/)
+#   3 train     one experiment per model in exp/<model>/                            (speechattn/conf/train.yaml, speechattn/conf/model/)
 #   4 infer     speechattn-infer on data/test -> exp/<model>/decode_test/{frames.txt,phones.ctm}
 #   5 score     frame accuracy, PER, confusion matrix, attention map -> exp/<model>/scores/, RESULTS.md
 #
@@ -20,8 +20,8 @@ stop_stage=5            # last stage to run
 corpus_dir=             # speechocean762 root (default: ../shared/corpora/speechocean762 beside the project)
 nj=2                    # parallel jobs for data preparation and feature extraction
 model=default           # default (mlp_context truncated_transformer) | all | space-separated model names
-features=fbank          # fbank | mfcc (conf/features/)
-cmvn=global             # global | speaker | utterance | none (conf/cmvn/)
+features=fbank          # fbank | mfcc (speechattn/conf/features/)
+cmvn=global             # global | speaker | utterance | none (speechattn/conf/cmvn/)
 speed_perturb=false     # true: train on 0.9/1.0/1.1-speed copies of data/train (data/train_sp, Kaldi's 3-way speed perturbation) -> exp/<model>_sp; 3x the training time per epoch
 train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5"
 parallel=true           # true: train (and decode) the models concurrently, one thread each (2-core machines)
@@ -51,6 +51,7 @@ sets="$train_set dev test"
 exp_of() { echo "exp/$1$exp_suffix"; }  # experiment directory of a model
 
 log "$0 $*"
+log_environment
 log "corpus: $corpus_dir; models: $models; features: $features; cmvn: $cmvn; nj: $nj"
 
 if stage_wanted 0; then

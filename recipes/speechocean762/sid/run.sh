@@ -6,10 +6,10 @@
 # Stages (each skips work whose outputs are complete; re-running continues where it stopped):
 #   0 data      data/ident_{train,dev,test} (all speakers, 8/1/1 utterances each), data/verif_{train,dev}
 #               (the corpus's train/ speakers only), data/verif_test + trials (its test/ speakers)
-#   1 features  80-dim log-mel fbank, Kaldi ark/scp, --nj jobs                     (conf/features/)
-#   2 cmvn      mean-only CMN statistics of each training set                       (conf/cmvn/global_mean.yaml)
+#   1 features  80-dim log-mel fbank, Kaldi ark/scp, --nj jobs                     (speechattn/conf/features/)
+#   2 cmvn      mean-only CMN statistics of each training set                       (speechattn/conf/cmvn/global_mean.yaml)
 #   3 train     exp/ident (ident_train, validated on ident_dev) and exp/verif (verif_train, verif_dev)
-#               (conf/train_sid.yaml, conf/sid/, conf/trainer/sid.yaml); in parallel when --nj >= 2
+#               (speechattn/conf/train_sid.yaml, speechattn/conf/sid/, speechattn/conf/trainer/sid.yaml); in parallel when --nj >= 2
 #   4 infer     speechattn-infer task=sid: predictions.txt + embeddings.scp/.ark of ident_test / verif_test
 #   5 score     identification top-1/top-5 (exp/ident/scores), verification EER/minDCF + DET curve
 #               (exp/verif/scores), embedding plots, RESULTS.md
@@ -48,6 +48,7 @@ for t in $tasks; do
 done
 
 log "$0 $*"
+log_environment
 log "corpus: $corpus_dir; work dir: $work_dir; tasks: $tasks; nj: $nj; max speakers: $max_speakers; $(uptime)"
 
 if stage_wanted 0; then
@@ -76,7 +77,7 @@ if stage_wanted 2; then
     cmvn=global_mean "${hydra_force[@]}"
 fi
 
-data_config() { echo "speechocean762_sid_$1"; }  # experiment -> conf/data entry
+data_config() { echo "speechocean762_sid_$1"; }  # experiment -> speechattn/conf/data entry
 test_set() { echo "${1}_test"; }
 
 if stage_wanted 3; then
