@@ -100,7 +100,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("attention engine (model.engine=auto, banded layers):")
     for device, engines in report["attention_engine"].items():
         for use, engine in engines.items():
-            lines.append(f"  {device:6s} {use:38s} {engine}")
+            lines.append(f"  {device:6s} {use:40s} {engine}")
     t = report["threads"]
     lines.append(f"threads      {t['usable_cpus']} usable of {t['cpu_count']} CPUs; torch intra-op "
                  f"{t['torch_intra_op']}, inter-op {t['torch_inter_op']}; OMP_NUM_THREADS={t['OMP_NUM_THREADS']}; "
