@@ -21,7 +21,7 @@ from augment_data import make_speaker_dir, speech_with_pauses, synthetic_rir
 from speechattn.data.alignments import Segment
 from speechattn.data.audio import AudioError
 from speechattn.data.augment.mixing import (add_at_snr, concatenate_with_crossfade, fft_convolve, loop_to_length,
-                                            mean_power, prepare_rir, reverberate, snr_db)
+                                            mean_power, next_fast_length, prepare_rir, reverberate, snr_db)
 from speechattn.data.augment.nonspeech import nonspeech_from_alignments, nonspeech_from_energy
 from speechattn.data.augment.pipeline import AugmentConfig, WaveAugmenter, build_nonspeech_pool
 from speechattn.data.augment.rir import RirBank
@@ -81,6 +81,18 @@ def test_fft_convolve_equals_direct_convolution(n: int, m: int) -> None:
     out = fft_convolve(torch.from_numpy(x), torch.from_numpy(h))
     assert out.shape == expected.shape and np.allclose(out.numpy(), expected, atol=1e-8)
     assert fft_convolve(torch.from_numpy(x), torch.from_numpy(h), 5).shape == (min(5, n + m - 1),)
+
+
+def test_next_fast_length_is_the_smallest_5_smooth_size() -> None:
+    def smooth(m: int) -> bool:
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        return m == 1
+
+    for n in list(range(1, 2000)) + [53000, 64001, 68000]:
+        best = next_fast_length(n)
+        assert best >= n and smooth(best) and not any(smooth(k) for k in range(n, best)), n
 
 
 def test_reverberation_with_a_delayed_impulse_is_the_identity() -> None:
