@@ -26,7 +26,7 @@ from speechattn.data.augment.nonspeech import nonspeech_from_alignments, nonspee
 from speechattn.data.augment.pipeline import AugmentConfig, WaveAugmenter, build_nonspeech_pool
 from speechattn.data.augment.rir import RirBank
 from speechattn.data.augment.sources import FileNoisePool, NoiseFile, SegmentPool, SpeechBank
-from speechattn.data.speed_perturb import perturbed_num_samples
+from speechattn.data.speed_perturb import apply_speed, perturbed_num_samples
 
 CONF = Path(__file__).resolve().parents[1] / "speechattn" / "conf" / "augment"
 
@@ -335,6 +335,7 @@ def test_speed_perturbation_lengths_and_classes() -> None:
         seen.add(out.speed_factor)
         assert out.speed_index in (1, 2) and out.applied == ("speed",)
         assert out.waveform.numel() == perturbed_num_samples(16000, out.speed_factor)
+        assert torch.allclose(out.waveform, apply_speed(crop, 16000, out.speed_factor), atol=1e-5)
         assert abs(aug.source_length(16000, 0, i) - 16000 * out.speed_factor) <= 0.5
     assert seen == {0.9, 1.1}
     assert aug.num_classes(10) == 30 and aug.target(4, 2, 10) == 24 and aug.target(4, 0, 10) == 4

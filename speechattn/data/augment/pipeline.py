@@ -41,6 +41,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+import torchaudio
 from torch import Tensor
 
 from speechattn.data.alignments import read_ctm
@@ -49,7 +50,6 @@ from speechattn.data.augment.mixing import add_at_snr, reverberate, scale_to_snr
 from speechattn.data.augment.nonspeech import nonspeech_from_alignments, nonspeech_from_energy
 from speechattn.data.augment.rir import RirBank
 from speechattn.data.augment.sources import FileNoisePool, SegmentPool, SpeechBank
-from speechattn.data.speed_perturb import apply_speed
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,7 @@ class WaveAugmenter:
         self.cfg, self.seed, self.sample_rate = cfg, int(seed), sample_rate
         self.bank = bank
         self.counts: Counter[str] = Counter()
+        self._resamplers: dict[float, torchaudio.transforms.Resample] = {}
         kinds = cfg.active_kinds
         if ("babble" in kinds or "nonspeech" in kinds) and bank is None:
             raise ValueError("augment.babble / augment.nonspeech need the training recordings (bank=SpeechBank)")
@@ -296,6 +297,13 @@ class WaveAugmenter:
             return 0, 1.0
         k = int(rng.integers(len(self.cfg.speed.factors)))
         return k + 1, self.cfg.speed.factors[k]
+
+    def _resampler(self, factor: float) -> torchaudio.transforms.Resample:
+        """``torchaudio.functional.speed``'s resampling (``int(factor × rate)`` -> ``rate``, the same output as
+        :func:`speechattn.data.speed_perturb.apply_speed`) with its sinc kernel built once per factor."""
+        if factor not in self._resamplers:
+            self._resamplers[factor] = torchaudio.transforms.Resample(int(factor * self.sample_rate), self.sample_rate)
+        return self._resamplers[factor]
 
     def source_length(self, length: int, epoch: int, index: int) -> int:
         """Samples to cut so that the crop has ~``length`` samples after its speed perturbation."""
@@ -376,7 +384,7 @@ class WaveAugmenter:
         applied: list[str] = []
         speed_index, factor = self.speed(epoch, index)
         if speed_index:
-            crop = apply_speed(crop, self.sample_rate, factor)
+            crop = self._resampler(factor)(crop)
             applied.append("speed")
         rng = crop_rng(self.seed, epoch, index, _STREAM_ENVIRONMENT)
         for kind in self._chosen_kinds(rng):
