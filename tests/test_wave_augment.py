@@ -172,10 +172,9 @@ def test_speech_bank_from_data_dir_and_its_errors(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="utt2speed"):
         SpeechBank.from_data_dir(data_dir)
     (data_dir / "utt2speed").unlink()
-    Path(bank_path := (tmp_path / "wav" / "spk1-utt1.flac")).unlink()
-    with pytest.raises(AudioError, match=r"wav.scp:4"):
+    (tmp_path / "wav" / "spk1-utt1.flac").unlink()
+    with pytest.raises(AudioError, match=r"wav.scp:4: .*spk1-utt1.flac"):
         SpeechBank.from_data_dir(data_dir)
-    assert bank_path.name in str(data_dir / "wav.scp") or True
 
 
 def test_segment_pool_draws_unit_power_noise_of_any_length(caplog: pytest.LogCaptureFixture) -> None:
