@@ -14,6 +14,7 @@ import argparse
 import logging
 import sys
 
+from speechattn.bin._hydra import one_line_errors
 from speechattn.data.kaldi_dir import KaldiDataError, validate_data_dir
 from speechattn.data.speed_perturb import perturb_data_dir
 
@@ -48,4 +49,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(one_line_errors(main)())

@@ -23,6 +23,7 @@ import re
 import sys
 from pathlib import Path
 
+from speechattn.bin._hydra import one_line_errors
 from speechattn.data.audio import AudioError
 from speechattn.data.kaldi_dir import KaldiDataError
 from speechattn.data.sid_splits import (
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(one_line_errors(main)())

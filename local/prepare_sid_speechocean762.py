@@ -27,8 +27,9 @@ import logging
 import sys
 from pathlib import Path
 
+from speechattn.bin._hydra import one_line_errors
 from speechattn.data.audio import AudioError
-from speechattn.data.kaldi_dir import KaldiDataError, read_table
+from speechattn.data.kaldi_dir import KaldiDataError, read_table, read_text_lines
 from speechattn.data.sid_splits import (
     DEFAULT_SEED,
     Utterance,
@@ -92,21 +93,20 @@ def read_part(corpus_dir: Path, part: str, max_speakers: int | None) -> list[tup
         speakers = speakers[:max_speakers]
     keep = set(speakers)
     entries = []
-    with wav_scp.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split(maxsplit=1)
-            if not fields:
-                continue
-            where = f"{wav_scp}:{lineno}"
-            if len(fields) != 2:
-                raise KaldiDataError(f"{where}: expected 'UTT PATH', got {line.strip()!r}")
-            utt, value = fields[0], fields[1].strip()
-            if value.endswith("|"):
-                raise KaldiDataError(f"{where}: shell pipes are not supported here: {value}")
-            if utt not in utt2spk:
-                raise KaldiDataError(f"{where}: utterance '{utt}' has no speaker in {utt2spk_path}")
-            if utt2spk[utt] in keep:
-                entries.append((utt, utt2spk[utt], str(resolve_audio(corpus_dir, value, where)), where))
+    for lineno, line in read_text_lines(wav_scp):
+        fields = line.split(maxsplit=1)
+        if not fields:
+            continue
+        where = f"{wav_scp}:{lineno}"
+        if len(fields) != 2:
+            raise KaldiDataError(f"{where}: expected 'UTT PATH', got {line.strip()!r}")
+        utt, value = fields[0], fields[1].strip()
+        if value.endswith("|"):
+            raise KaldiDataError(f"{where}: shell pipes are not supported here: {value}")
+        if utt not in utt2spk:
+            raise KaldiDataError(f"{where}: utterance '{utt}' has no speaker in {utt2spk_path}")
+        if utt2spk[utt] in keep:
+            entries.append((utt, utt2spk[utt], str(resolve_audio(corpus_dir, value, where)), where))
     logger.info("%s: %d utterances of %d speakers", part_dir, len(entries), len(keep))
     return entries
 
@@ -193,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(one_line_errors(main)())

@@ -27,6 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speechattn.bin._hydra import one_line_errors
 from speechattn.data.alignments import (PHONES, SILENCE, Segment, frame_labels_from_segments, read_ctm,
                                         read_phone_table, write_phone_table)
 from speechattn.data.audio import AudioError, audio_info
@@ -171,7 +172,9 @@ def prepare_set(name: str, utterances: list[str], corpus: dict[str, dict[str, st
         if ctm[utt][-1].end * SAMPLE_RATE > samples + 2 * FRAME_SHIFT_SAMPLES:
             overhanging += 1
         wav_scp[utt], utt2spk[utt] = str(path), corpus["utt2spk"][utt]
-        text[utt], utt2num_frames[utt], frame_labels[utt] = corpus["text"].get(utt, ""), str(num_frames), labels
+        utt2num_frames[utt], frame_labels[utt] = str(num_frames), labels
+        if utt in corpus["text"]:
+            text[utt] = corpus["text"][utt]
         stats.frames += num_frames
         stats.silence_frames += sum(label == SILENCE for label in labels)
         stats.filled_frames += labels.num_filled
@@ -180,6 +183,10 @@ def prepare_set(name: str, utterances: list[str], corpus: dict[str, dict[str, st
                        overhanging)
     if not wav_scp:
         raise KaldiDataError(f"{corpus_dir}:0: no usable utterance left for set '{name}'")
+    if len(text) < len(wav_scp):  # the labels come from the alignments; the transcript is only kept
+        logger.warning("%s: %d of %d utterances have no transcript in the corpus's text and are left out of "
+                       "%s/text, e.g. '%s'", name, len(wav_scp) - len(text), len(wav_scp), name,
+                       next(u for u in wav_scp if u not in text))
 
     spk2utt = utt2spk_to_spk2utt(utt2spk)
     spk2gender = {spk: corpus["spk2gender"][spk] for spk in spk2utt if spk in corpus["spk2gender"]}
@@ -275,4 +282,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(one_line_errors(main)())

@@ -8,7 +8,13 @@
 # Every `--some-option VALUE` (or `--some-option=VALUE`) sets the already-declared shell variable
 # `some_option`; an undeclared option is an error, so typos never pass silently. `--help` prints the
 # script's header comment and its declared options with their defaults (the comment after each one).
-# Positional arguments are left in "$@".
+#
+# Values are checked against the declared default, so a wrong value stops the script (exit 1, one line
+# on stderr) instead of being half-used later:
+#   - an option whose default is an integer (stage=0, nj=2, ...) takes an integer;
+#   - an option whose default is true or false takes true or false.
+# Positional arguments are refused: they are almost always a typo (`run.sh extra --stage 3` would otherwise
+# stop parsing at `extra` and silently ignore every later option).
 
 _sa_script="${0}"
 _sa_usage() {
@@ -22,21 +28,29 @@ _sa_usage() {
       printf '  --%-18s [%s] %s\n' "${name//_/-}" "$(echo "$value" | sed 's/[[:space:]]*$//')" "$(echo "$help" | sed 's/^ *//')"
     done
 }
+_sa_fail() { echo "$0: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h) _sa_usage; exit 0 ;;
     --*=*) _sa_name="${1%%=*}"; _sa_value="${1#*=}"; shift ;;
     --*) _sa_name="$1"
-         if [ $# -lt 2 ]; then echo "$0: option $1 needs a value" >&2; exit 1; fi
+         if [ $# -lt 2 ]; then _sa_fail "option $1 needs a value"; fi
          _sa_value="$2"; shift 2 ;;
-    *) break ;;
+    *) _sa_fail "unexpected argument '$1': options are '--name value' (see --help); nothing was run" ;;
   esac
   _sa_var="${_sa_name#--}"; _sa_var="${_sa_var//-/_}"
-  if ! declare -p "$_sa_var" >/dev/null 2>&1 || [[ ! "$_sa_var" =~ ^[a-z_][a-z0-9_]*$ ]]; then
-    echo "$0: unknown option $_sa_name (see --help)" >&2; exit 1
+  if [[ ! "$_sa_var" =~ ^[a-z_][a-z0-9_]*$ ]] || ! declare -p "$_sa_var" >/dev/null 2>&1; then
+    _sa_fail "unknown option $_sa_name (see --help)"
+  fi
+  _sa_default="${!_sa_var}"
+  if [[ "$_sa_default" =~ ^-?[0-9]+$ ]] && [[ ! "$_sa_value" =~ ^-?[0-9]+$ ]]; then
+    _sa_fail "option $_sa_name needs an integer, got '$_sa_value'"
+  fi
+  if [[ "$_sa_default" =~ ^(true|false)$ ]] && [[ ! "$_sa_value" =~ ^(true|false)$ ]]; then
+    _sa_fail "option $_sa_name needs true or false, got '$_sa_value'"
   fi
   printf -v "$_sa_var" '%s' "$_sa_value"
 done
-unset _sa_name _sa_value _sa_var
+unset _sa_name _sa_value _sa_var _sa_default
 true

@@ -5,7 +5,8 @@
 
 ``utterance`` and ``none`` modes store nothing (utterance stats are computed when the features are read).
 Idempotent: skipped when the stats file is newer than ``feats.scp`` (``force=true`` recomputes). Features
-with NaN/inf are an error naming the utterance.
+with NaN/inf are an error naming the utterance; ``feats.scp`` entries that are commands (``cmd |``) are
+refused unless ``allow_pipes=true``.
 """
 from __future__ import annotations
 
@@ -15,18 +16,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from speechattn.bin._hydra import CONF_DIR
+from speechattn.bin._hydra import CONF_DIR, input_errors_as_one_line, one_line_errors
 
 log = logging.getLogger("speechattn.compute_cmvn")
 
 
 def compute_cmvn_stats(data_dir: str | Path, mode: str, stats_path: str | Path | None = None,
-                       force: bool = False) -> Path | None:
-    """Write the stats of ``mode`` for ``data_dir``; returns the stats path (None for utterance / none)."""
-    import kaldiio
+                       force: bool = False, *, allow_pipes: bool = False) -> Path | None:
+    """Write the stats of ``mode`` for ``data_dir``; returns the stats path (None for utterance / none).
+
+    ``feats.scp`` entries that are commands (``cmd |``) are refused unless ``allow_pipes``."""
     import numpy as np
 
     from speechattn.data.kaldi_dir import KaldiDataError, read_table
+    from speechattn.data.kaldi_io import iter_scp
     from speechattn.features.cmvn import (CMVN_MODES, GLOBAL_STATS_KEY, accumulate_stats, combine,
                                           default_stats_path, write_stats_ark)
 
@@ -47,24 +50,25 @@ def compute_cmvn_stats(data_dir: str | Path, mode: str, stats_path: str | Path |
         return target
 
     utt2spk = read_table(data_dir / "utt2spk") if mode == "speaker" else {}
-    feats_lines = {utt: lineno for lineno, utt in enumerate(read_table(feats_scp), start=1)}
     stats_by_key: dict[str, np.ndarray] = {}  # running sums: memory O(speakers x D), not O(frames)
-    for utt, feats in kaldiio.load_scp_sequential(str(feats_scp)):
+    num_utts = 0
+    for utt, feats, lineno in iter_scp(feats_scp, allow_pipes=allow_pipes):
         if mode == "global":
             key = GLOBAL_STATS_KEY
         elif utt in utt2spk:
             key = utt2spk[utt]
         else:
-            raise KaldiDataError(f"{feats_scp}:{feats_lines[utt]}: utterance '{utt}' has no speaker in "
+            raise KaldiDataError(f"{feats_scp}:{lineno}: utterance '{utt}' has no speaker in "
                                  f"{data_dir / 'utt2spk'}")
-        stats = accumulate_stats(feats, where=f"{feats_scp}:{feats_lines[utt]}: utterance '{utt}'")
+        stats = accumulate_stats(feats, where=f"{feats_scp}:{lineno}: utterance '{utt}'")
+        num_utts += 1
         stats_by_key[key] = combine([stats_by_key[key], stats]) if key in stats_by_key else stats
     if not stats_by_key:
         raise KaldiDataError(f"{feats_scp}:0: no features")
     if mode == "global":
         write_stats_ark(target, stats_by_key)
         frames = int(stats_by_key[GLOBAL_STATS_KEY][0, -1])
-        log.info("wrote %s: global stats over %d utterances, %d frames", target, len(feats_lines), frames)
+        log.info("wrote %s: global stats over %d utterances, %d frames", target, num_utts, frames)
     else:
         by_speaker = {spk: stats_by_key[spk] for spk in sorted(stats_by_key, key=lambda k: k.encode("utf-8"))}
         write_stats_ark(target.with_suffix(".ark"), by_speaker, scp_path=target)
@@ -73,12 +77,15 @@ def compute_cmvn_stats(data_dir: str | Path, mode: str, stats_path: str | Path |
 
 
 def run(cfg: DictConfig) -> Path | None:
-    return compute_cmvn_stats(cfg.data_dir, cfg.cmvn.mode, cfg.cmvn.get("stats"), bool(cfg.force))
+    return compute_cmvn_stats(cfg.data_dir, cfg.cmvn.mode, cfg.cmvn.get("stats"), bool(cfg.force),
+                              allow_pipes=bool(cfg.get("allow_pipes", False)))
 
 
+@one_line_errors
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="compute_cmvn")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with input_errors_as_one_line():
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from speechattn.bin._hydra import CONF_DIR, setup_logging
+from speechattn.bin._hydra import CONF_DIR, input_errors_as_one_line, one_line_errors, setup_logging
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -275,9 +275,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return {"skipped": False, "merged": True, "num_done": num_done, "num_failed": num_failed}
 
 
+@one_line_errors
 @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="compute_features")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with input_errors_as_one_line():
+        run(cfg)
 
 
 if __name__ == "__main__":

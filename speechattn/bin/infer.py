@@ -21,28 +21,30 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from speechattn.bin._hydra import CONF_DIR
+from speechattn.bin._hydra import CONF_DIR, input_errors_as_one_line, one_line_errors
 
 log = logging.getLogger("speechattn.infer")
 
 
+@one_line_errors
 @hydra.main(config_path=str(CONF_DIR), config_name="infer", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    torch.set_num_threads(int(cfg.threads))
-    out = Path(cfg.output_dir)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if cfg.device == "auto" else cfg.device))
-    if cfg.task == "phone":
-        from speechattn.inference.phone_infer import infer_phone_dir
-        infer_phone_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint,
-                        allow_pipes=bool(cfg.allow_pipes), device=device, chunk_frames=int(cfg.chunk_frames),
-                        force=bool(cfg.force))
-    elif cfg.task == "sid":
-        from speechattn.inference.sid_infer import infer_sid_dir
-        infer_sid_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint,
-                      allow_pipes=bool(cfg.allow_pipes), device=device, force=bool(cfg.force))
-    else:
-        raise SystemExit(f"speechattn-infer: unknown task '{cfg.task}' (phone | sid)")
+    with input_errors_as_one_line():
+        torch.set_num_threads(int(cfg.threads))
+        out = Path(cfg.output_dir)
+        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                              else ("cpu" if cfg.device == "auto" else cfg.device))
+        if cfg.task == "phone":
+            from speechattn.inference.phone_infer import infer_phone_dir
+            infer_phone_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint,
+                            allow_pipes=bool(cfg.allow_pipes), device=device, chunk_frames=int(cfg.chunk_frames),
+                            force=bool(cfg.force))
+        elif cfg.task == "sid":
+            from speechattn.inference.sid_infer import infer_sid_dir
+            infer_sid_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint,
+                          allow_pipes=bool(cfg.allow_pipes), device=device, force=bool(cfg.force))
+        else:
+            raise SystemExit(f"speechattn-infer: unknown task '{cfg.task}' (phone | sid)")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from speechattn.bin._hydra import one_line_errors
 from speechattn.utils.atomic import atomic_write_text
 
 PHONE_COLUMNS = [("model", "model"), ("params (M)", "params"), ("context (frames)", "context"),
@@ -91,6 +92,7 @@ def markdown_table(columns: list[tuple[str, str]], rows: list[dict[str, str]]) -
     return "\n".join([head, sep, *body]) + "\n"
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv))
     task, exp_root, output = args.get("task", "phone"), Path(args.get("exp_root", "exp")), args.get("output")

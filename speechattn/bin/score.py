@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from speechattn.bin._hydra import CONF_DIR
+from speechattn.bin._hydra import CONF_DIR, input_errors_as_one_line, one_line_errors
 
 log = logging.getLogger("speechattn.score")
 
@@ -98,15 +98,17 @@ def draw_attention_map(cfg: DictConfig, ref: dict[str, list[str]], out: Path) ->
                                     f"axes in {unit}")
 
 
+@one_line_errors
 @hydra.main(config_path=str(CONF_DIR), config_name="score", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if cfg.task == "phone":
-        score_phone(cfg)
-    elif cfg.task == "sid":
-        from speechattn.inference.sid_score import score_sid
-        score_sid(cfg)
-    else:
-        raise SystemExit(f"speechattn-score: unknown task '{cfg.task}' (phone | sid)")
+    with input_errors_as_one_line():
+        if cfg.task == "phone":
+            score_phone(cfg)
+        elif cfg.task == "sid":
+            from speechattn.inference.sid_score import score_sid
+            score_sid(cfg)
+        else:
+            raise SystemExit(f"speechattn-score: unknown task '{cfg.task}' (phone | sid)")
 
 
 if __name__ == "__main__":

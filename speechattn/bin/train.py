@@ -20,7 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from speechattn.bin._hydra import CONF_DIR
+from speechattn.bin._hydra import CONF_DIR, input_errors_as_one_line, one_line_errors
 
 log = logging.getLogger("speechattn.train")
 
@@ -71,17 +71,19 @@ def run(cfg: DictConfig, exp_dir: Path) -> dict | None:
     return state.history[-1] if state.history else None
 
 
+@one_line_errors
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    exp_dir = Path(HydraConfig.get().runtime.output_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0")) == 0:
-        from speechattn.utils.atomic import atomic_write_text
-        atomic_write_text(exp_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        from speechattn.bin.info import environment_report, format_report
-        atomic_write_text(exp_dir / "info.txt", format_report(environment_report()))  # what produced it
-    row = run(cfg, exp_dir)
-    return None if row is None else float(row["valid_acc"])  # sweeps (e.g. Optuna) can optimise it
+    with input_errors_as_one_line():
+        exp_dir = Path(HydraConfig.get().runtime.output_dir)
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        if int(os.environ.get("RANK", "0")) == 0:
+            from speechattn.utils.atomic import atomic_write_text
+            atomic_write_text(exp_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            from speechattn.bin.info import environment_report, format_report
+            atomic_write_text(exp_dir / "info.txt", format_report(environment_report()))  # what produced it
+        row = run(cfg, exp_dir)
+        return None if row is None else float(row["valid_acc"])  # sweeps (e.g. Optuna) can optimise it
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Sequence
 
-from speechattn.data.kaldi_dir import KaldiDataError
+from speechattn.data.kaldi_dir import KaldiDataError, read_text_lines
 from speechattn.utils.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -123,28 +123,27 @@ def read_ctm(path: str | os.PathLike, phones: Collection[str] | None = None) -> 
     allowed = set(phones) if phones is not None else None
     result: dict[str, list[Segment]] = {}
     last_end: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if len(fields) not in (5, 6):
-                raise KaldiDataError(f"{path}:{lineno}: expected 'UTT CHANNEL START DURATION LABEL', "
-                                     f"got {len(fields)} fields: {line.strip()!r}")
-            utt, _, start_text, duration_text, label = fields[:5]
-            try:
-                start, duration = float(start_text), float(duration_text)
-            except ValueError:
-                raise KaldiDataError(f"{path}:{lineno}: start and duration must be numbers: "
-                                     f"{line.strip()!r}") from None
-            if not (start >= 0 and duration >= 0):  # also rejects NaN
-                raise KaldiDataError(f"{path}:{lineno}: negative or invalid start/duration: {line.strip()!r}")
-            if allowed is not None and label not in allowed:
-                raise KaldiDataError(f"{path}:{lineno}: unknown phone '{label}' (not in the phone set)")
-            start_units = to_units(start)
-            if start_units < last_end.get(utt, 0):
-                raise KaldiDataError(f"{path}:{lineno}: segment of '{utt}' at {start_text} s starts before "
-                                     f"the previous one ends (unsorted or overlapping)")
-            last_end[utt] = start_units + to_units(duration)
-            result.setdefault(utt, []).append(Segment(start, duration, label))
+    for lineno, line in read_text_lines(path):
+        fields = line.split()
+        if len(fields) not in (5, 6):
+            raise KaldiDataError(f"{path}:{lineno}: expected 'UTT CHANNEL START DURATION LABEL', "
+                                 f"got {len(fields)} fields: {line.strip()!r}")
+        utt, _, start_text, duration_text, label = fields[:5]
+        try:
+            start, duration = float(start_text), float(duration_text)
+        except ValueError:
+            raise KaldiDataError(f"{path}:{lineno}: start and duration must be numbers: "
+                                 f"{line.strip()!r}") from None
+        if not (start >= 0 and duration >= 0):  # also rejects NaN
+            raise KaldiDataError(f"{path}:{lineno}: negative or invalid start/duration: {line.strip()!r}")
+        if allowed is not None and label not in allowed:
+            raise KaldiDataError(f"{path}:{lineno}: unknown phone '{label}' (not in the phone set)")
+        start_units = to_units(start)
+        if start_units < last_end.get(utt, 0):
+            raise KaldiDataError(f"{path}:{lineno}: segment of '{utt}' at {start_text} s starts before "
+                                 f"the previous one ends (unsorted or overlapping)")
+        last_end[utt] = start_units + to_units(duration)
+        result.setdefault(utt, []).append(Segment(start, duration, label))
     return result
 
 
@@ -169,26 +168,25 @@ def read_hts_lab(path: str | os.PathLike, phones: Collection[str] | None = PHONE
     allowed = set(phones) if phones is not None else None
     segments: list[Segment] = []
     previous_end = 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue  # HTS files often end with a blank line
-            if len(fields) != 3:
-                raise KaldiDataError(f"{path}:{lineno}: expected 'START END LABEL', got {line.strip()!r}")
-            try:
-                start, end = int(fields[0]), int(fields[1])
-            except ValueError:
-                raise KaldiDataError(f"{path}:{lineno}: START and END must be integers (100 ns units)") from None
-            if end < start or start < previous_end:
-                raise KaldiDataError(f"{path}:{lineno}: segment [{start}, {end}) is reversed, unsorted or "
-                                     f"overlaps the previous one (ends at {previous_end})")
-            match = _HTS_CURRENT_PHONE.match(fields[2])
-            phone = festival_to_arpabet(match.group(1) if match else fields[2])
-            if allowed is not None and phone not in allowed:
-                raise KaldiDataError(f"{path}:{lineno}: unknown phone '{phone}' (from label {fields[2][:40]!r})")
-            segments.append(Segment(start / UNITS_PER_SECOND, (end - start) / UNITS_PER_SECOND, phone))
-            previous_end = end
+    for lineno, line in read_text_lines(path):
+        fields = line.split()
+        if not fields:
+            continue  # HTS files often end with a blank line
+        if len(fields) != 3:
+            raise KaldiDataError(f"{path}:{lineno}: expected 'START END LABEL', got {line.strip()!r}")
+        try:
+            start, end = int(fields[0]), int(fields[1])
+        except ValueError:
+            raise KaldiDataError(f"{path}:{lineno}: START and END must be integers (100 ns units)") from None
+        if end < start or start < previous_end:
+            raise KaldiDataError(f"{path}:{lineno}: segment [{start}, {end}) is reversed, unsorted or "
+                                 f"overlaps the previous one (ends at {previous_end})")
+        match = _HTS_CURRENT_PHONE.match(fields[2])
+        phone = festival_to_arpabet(match.group(1) if match else fields[2])
+        if allowed is not None and phone not in allowed:
+            raise KaldiDataError(f"{path}:{lineno}: unknown phone '{phone}' (from label {fields[2][:40]!r})")
+        segments.append(Segment(start / UNITS_PER_SECOND, (end - start) / UNITS_PER_SECOND, phone))
+        previous_end = end
     return segments
 
 
@@ -207,17 +205,16 @@ def read_phone_table(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise KaldiDataError(f"{path}:0: phone table not found")
     phones: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if len(fields) != 2:
-                raise KaldiDataError(f"{path}:{lineno}: expected 'SYMBOL ID', got {line.strip()!r}")
-            symbol, id_text = fields
-            if id_text != str(len(phones)):
-                raise KaldiDataError(f"{path}:{lineno}: expected id {len(phones)} for '{symbol}', got {id_text}")
-            if symbol in phones:
-                raise KaldiDataError(f"{path}:{lineno}: duplicated symbol '{symbol}'")
-            phones.append(symbol)
+    for lineno, line in read_text_lines(path):
+        fields = line.split()
+        if len(fields) != 2:
+            raise KaldiDataError(f"{path}:{lineno}: expected 'SYMBOL ID', got {line.strip()!r}")
+        symbol, id_text = fields
+        if id_text != str(len(phones)):
+            raise KaldiDataError(f"{path}:{lineno}: expected id {len(phones)} for '{symbol}', got {id_text}")
+        if symbol in phones:
+            raise KaldiDataError(f"{path}:{lineno}: duplicated symbol '{symbol}'")
+        phones.append(symbol)
     if not phones:
         raise KaldiDataError(f"{path}:0: empty phone table")
     return phones

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -28,11 +29,25 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from speechattn.data.kaldi_io import is_command
+
 logger = logging.getLogger(__name__)
 
 
 class AudioError(ValueError):
     """Unreadable or unusable audio; the message names the wav.scp entry ("file:line") when known."""
+
+
+# Float audio is expected in [-1, 1]. A peak above this is not a loud recording but a scale error (float
+# samples written in integer units, e.g. +-32768): refused rather than turned into features silently.
+# Slight overshoot (resampling, a gain of a few dB) stays accepted.
+MAX_FLOAT_PEAK = 2.0
+
+# libsndfile's header log line for a data chunk whose declared size exceeds the bytes in the file, e.g.
+# "data : 32000 (should be 15978)" (WAV/RF64) or "SSND : ..." (AIFF): the file was cut short.
+_SHORT_DATA_CHUNK = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# Streaming writers put a placeholder size in the header before the length is known.
+_PLACEHOLDER_SIZES = {0, 0xFFFFFFFF, 0x7FFFFFFF}
 
 
 def _prefix(spec: str, where: str) -> str:
@@ -41,6 +56,34 @@ def _prefix(spec: str, where: str) -> str:
 
 def _is_pipe(spec: str) -> bool:
     return spec.rstrip().endswith("|")
+
+
+def _check_complete(f: sf.SoundFile, prefix: str) -> None:
+    """AudioError if the header promises more audio than the file holds (a truncated copy or download).
+
+    libsndfile reads such a WAV up to where it ends without an error, so its first part would silently be
+    used as the whole utterance.
+    """
+    match = _SHORT_DATA_CHUNK.search(f.extra_info or "")
+    if match is None:
+        return
+    declared, present = int(match.group(2)), int(match.group(3))
+    if declared in _PLACEHOLDER_SIZES or declared <= present:
+        return
+    raise AudioError(f"{prefix}truncated file: the header declares {declared} bytes of audio but only {present} "
+                     f"are present ({100 * present / declared:.0f} %); re-copy or re-download it")
+
+
+def _check_range(data: np.ndarray, f: sf.SoundFile, prefix: str) -> None:
+    """AudioError for float audio far outside [-1, 1] (integer-scaled floats); integer PCM cannot be."""
+    if f.subtype not in ("FLOAT", "DOUBLE") or data.size == 0 or not np.isfinite(data).all():
+        return  # NaN/inf are reported by the caller
+    peak = float(np.abs(data).max())
+    if peak > MAX_FLOAT_PEAK:
+        hint = ("integer-scaled floats? divide by 32768 or re-export as PCM" if peak > 100
+                else "normalise it to [-1, 1]")
+        raise AudioError(f"{prefix}{f.subtype.lower()} samples reach {peak:.6g}, far outside [-1, 1] (limit "
+                         f"{MAX_FLOAT_PEAK:g}): {hint}")
 
 
 def resampled_length(num_samples: int, sample_rate: int, target_sample_rate: int) -> int:
@@ -64,6 +107,9 @@ def _run_pipe(spec: str, prefix: str) -> bytes:
 
 def _open_source(spec: str, allow_pipes: bool, prefix: str) -> str | io.BytesIO:
     """Path (checked to exist) or the WAV bytes written by a pipe."""
+    if is_command(spec) and not _is_pipe(spec):  # "| cmd", "cmd |:OFFSET", "-": never meaningful for audio
+        raise AudioError(f"{prefix}not an audio file or a 'cmd |' pipe (offsets into commands and stdin are "
+                         f"not supported)")
     if _is_pipe(spec):
         if not allow_pipes:
             raise AudioError(f"{prefix}shell pipes in wav.scp are refused (allow_pipes=False); "
@@ -105,14 +151,19 @@ def load_audio(spec: str, target_sample_rate: int = 16000, *, allow_pipes: bool 
 
     ``spec`` is a path (any format soundfile reads: FLAC, WAV, ...) or a shell pipe ``"cmd |"`` writing a
     WAV file to stdout (refused unless ``allow_pipes``). ``where`` is the "file:line" of the wav.scp entry,
-    included in every error. Raises :class:`AudioError` for a missing/unreadable file, empty audio,
-    NaN/inf samples, or fewer than ``min_samples`` samples after resampling (400 = one 25 ms window).
+    included in every error. Raises :class:`AudioError` for a missing/unreadable file, a file shorter than
+    its header says (truncated), empty audio, NaN/inf samples, float samples beyond ``MAX_FLOAT_PEAK`` in
+    magnitude, or fewer than ``min_samples`` samples after resampling (400 = one 25 ms window).
     Multi-channel audio is averaged to mono (logged); other sample rates are resampled (logged).
     """
     prefix = _prefix(spec, where)
     source = _open_source(spec, allow_pipes, prefix)
     try:
-        data, sample_rate = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            if isinstance(source, str):  # a pipe's WAV header has placeholder sizes (streamed)
+                _check_complete(f, prefix)
+            data, sample_rate = f.read(dtype="float32", always_2d=True), f.samplerate
+            _check_range(data, f, prefix)
     except (sf.LibsndfileError, RuntimeError, EOFError) as e:
         raise AudioError(f"{prefix}cannot read audio: {e}") from e
     if data.shape[0] == 0:
@@ -138,11 +189,14 @@ def audio_info(spec: str, target_sample_rate: int = 16000, *, allow_pipes: bool 
     prefix = _prefix(spec, where)
     source = _open_source(spec, allow_pipes, prefix)
     try:
-        info = sf.info(source)
+        with sf.SoundFile(source) as f:
+            if isinstance(source, str):
+                _check_complete(f, prefix)
+            frames, rate, channels = f.frames, f.samplerate, f.channels
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioError(f"{prefix}cannot read audio header: {e}") from e
-    num_samples = resampled_length(info.frames, info.samplerate, target_sample_rate)
-    return num_samples, info.samplerate, info.channels
+    num_samples = resampled_length(frames, rate, target_sample_rate)
+    return num_samples, rate, channels
 
 
 def iter_audio_blocks(path: str | Path, block_samples: int, overlap_samples: int = 0,
@@ -167,6 +221,7 @@ def iter_audio_blocks(path: str | Path, block_samples: int, overlap_samples: int
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioError(f"{prefix}cannot open audio: {e}") from e
     with f:
+        _check_complete(f, prefix)
         rate, total = f.samplerate, f.frames
         if total == 0:
             raise AudioError(f"{prefix}empty audio (0 samples)")
@@ -193,6 +248,7 @@ def iter_audio_blocks(path: str | Path, block_samples: int, overlap_samples: int
                 bad_s = (native_start + int(np.flatnonzero(~finite)[0])) / rate
                 raise AudioError(f"{prefix}corrupt audio block at {offset_s:.3f} s: non-finite sample at "
                                  f"{bad_s:.3f} s")
+            _check_range(data, f, f"{prefix}block at {offset_s:.3f} s: ")
             mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
             block = torch.from_numpy(np.ascontiguousarray(mono))
             if rate != target_sample_rate:

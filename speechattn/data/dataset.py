@@ -1,6 +1,7 @@
 """In-memory feature datasets and padding collation.
 
-Features are read once from ``feats.scp`` (kaldiio), normalised (CMVN) and kept in memory: the phone
+Features are read once from ``feats.scp`` (kaldiio, through :mod:`speechattn.data.kaldi_io`: no command in an
+scp entry runs without ``allow_pipes``), normalised (CMVN) and kept in memory: the phone
 recipe's training set is ~500k frames × 80 dims ≈ 160 MB, far cheaper than re-reading arks every epoch.
 """
 from __future__ import annotations
@@ -10,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import kaldiio
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from speechattn.data.kaldi_dir import KaldiDataError, read_table
+from speechattn.data.kaldi_dir import KaldiDataError, read_table_entries
+from speechattn.data.kaldi_io import iter_scp
 from speechattn.tasks.phone import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -33,22 +34,23 @@ class Example:
 
 
 def load_features(data_dir: str | Path, normalise: Normaliser | None = None,
-                  utts: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Read ``data_dir/feats.scp`` into memory, optionally normalised; keeps the scp order.
+                  utts: Sequence[str] | None = None, *, allow_pipes: bool = False) -> dict[str, np.ndarray]:
+    """Read ``data_dir/feats.scp`` into memory, optionally normalised; keeps the scp order (or ``utts``').
 
-    Raises KaldiDataError naming the scp line for a missing utterance or NaN/inf features.
+    Entries that are commands (``cmd |``) are refused unless ``allow_pipes`` (nothing is run). Raises
+    KaldiDataError naming the scp line for a missing utterance, an unreadable entry or NaN/inf features.
     """
     scp = Path(data_dir) / "feats.scp"
-    table = read_table(scp)
-    wanted = list(table) if utts is None else list(utts)
+    table = read_table_entries(scp)
+    missing = [utt for utt in (utts or ()) if utt not in table]
+    if missing:
+        raise KaldiDataError(f"{scp}:0: utterance '{missing[0]}' has no features ({len(missing)} in total; "
+                             f"see feats_failed.txt beside it for audio that could not be read)")
     feats: dict[str, np.ndarray] = {}
-    lines = {u: i + 1 for i, u in enumerate(table)}
-    for utt in wanted:
-        if utt not in table:
-            raise KaldiDataError(f"{scp}: utterance '{utt}' has no features")
-        mat = np.asarray(kaldiio.load_mat(table[utt]), dtype=np.float32)
+    for utt, mat, lineno in iter_scp(scp, allow_pipes=allow_pipes, keys=list(utts) if utts is not None else None):
+        mat = np.asarray(mat, dtype=np.float32)
         if not np.isfinite(mat).all():
-            raise KaldiDataError(f"{scp}:{lines[utt]}: features of '{utt}' contain NaN or inf")
+            raise KaldiDataError(f"{scp}:{lineno}: features of '{utt}' contain NaN or inf")
         feats[utt] = normalise(utt, mat) if normalise is not None else mat
     return feats
 

@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from speechattn.utils.atomic import atomic_open
 
@@ -43,36 +43,59 @@ def _c_locale_key(key: str) -> bytes:
     return key.encode("utf-8")
 
 
+_BOM = "\ufeff"
+
+
+def read_text_lines(path: PathLike, what: str = "table file") -> Iterator[tuple[int, str]]:
+    """``(lineno, line)`` of a UTF-8 text file, lines without their end-of-line characters.
+
+    Raises :class:`KaldiDataError` naming file and line for a missing file (``what`` says which kind), a
+    line that is not valid UTF-8 (with the offending byte and its column) and a UTF-8 byte-order mark at
+    the start (Windows editors add one; Kaldi would read it as part of the first key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise KaldiDataError(f"{path}:0: {what} not found" if not path.exists() else f"{path}:0: not a regular file")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise KaldiDataError(
+                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    f"convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+            if lineno == 1 and line.startswith(_BOM):
+                raise KaldiDataError(f"{path}:1: starts with a UTF-8 byte-order mark (BOM, bytes ef bb bf); "
+                                     f"remove it, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' {path}")
+            yield lineno, line.rstrip("\r\n")
+
+
 def _read_entries(path: PathLike, *, check_sorted: bool = True,
                   min_fields: int = 2) -> dict[str, tuple[str, int]]:
     """Read a table into ``{key: (value, lineno)}``; see :func:`read_table` for the checks."""
     path = Path(path)
-    if not path.is_file():
-        raise KaldiDataError(f"{path}:0: table file not found" if not path.exists()
-                             else f"{path}:0: not a regular file")
     entries: dict[str, tuple[str, int]] = {}
     previous_key: bytes | None = None
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split(maxsplit=1)
-            if not fields:
-                raise KaldiDataError(f"{path}:{lineno}: empty line")
-            key = fields[0]
-            value = fields[1].strip() if len(fields) > 1 else ""
-            num_fields = 1 + len(value.split()) if value else 1
-            if num_fields < min_fields:
-                what = "missing value" if not value else f"expected at least {min_fields} fields, got {num_fields}"
-                raise KaldiDataError(f"{path}:{lineno}: {what} for key '{key}'")
-            if key in entries:
-                raise KaldiDataError(
-                    f"{path}:{lineno}: duplicated key '{key}' (first on line {entries[key][1]})")
-            sort_key = _c_locale_key(key)
-            if check_sorted and previous_key is not None and sort_key < previous_key:
-                raise KaldiDataError(
-                    f"{path}:{lineno}: key '{key}' is not sorted (it comes before the key on line "
-                    f"{lineno - 1} in C-locale order); fix with: LC_ALL=C sort -k1,1 {path}")
-            previous_key = sort_key
-            entries[key] = (value, lineno)
+    for lineno, line in read_text_lines(path):
+        fields = line.split(maxsplit=1)
+        if not fields:
+            raise KaldiDataError(f"{path}:{lineno}: empty line")
+        key = fields[0]
+        value = fields[1].strip() if len(fields) > 1 else ""
+        num_fields = 1 + len(value.split()) if value else 1
+        if num_fields < min_fields:
+            what = "missing value" if not value else f"expected at least {min_fields} fields, got {num_fields}"
+            raise KaldiDataError(f"{path}:{lineno}: {what} for key '{key}'")
+        if key in entries:
+            raise KaldiDataError(
+                f"{path}:{lineno}: duplicated key '{key}' (first on line {entries[key][1]})")
+        sort_key = _c_locale_key(key)
+        if check_sorted and previous_key is not None and sort_key < previous_key:
+            raise KaldiDataError(
+                f"{path}:{lineno}: key '{key}' is not sorted (it comes before the key on line "
+                f"{lineno - 1} in C-locale order); fix with: LC_ALL=C sort -k1,1 {path}")
+        previous_key = sort_key
+        entries[key] = (value, lineno)
     return entries
 
 
@@ -86,6 +109,13 @@ def read_table(path: PathLike, *, check_sorted: bool = True, min_fields: int = 2
     """
     return {key: value for key, (value, _) in
             _read_entries(path, check_sorted=check_sorted, min_fields=min_fields).items()}
+
+
+def read_table_entries(path: PathLike, *, check_sorted: bool = True,
+                       min_fields: int = 2) -> dict[str, tuple[str, int]]:
+    """Like :func:`read_table`, with each value's line number: ``{key: (value, lineno)}`` (for errors that
+    name the line of an entry found wrong later)."""
+    return _read_entries(path, check_sorted=check_sorted, min_fields=min_fields)
 
 
 def read_table_lists(path: PathLike, *, check_sorted: bool = True,
@@ -171,7 +201,30 @@ class KaldiDataDir:
         utt2num_frames = (_read_int_table(path / "utt2num_frames")
                           if (path / "utt2num_frames").is_file() else None)
         utt2speed = _read_speed_table(path / "utt2speed") if (path / "utt2speed").is_file() else None
-        return cls(path, wav_scp, utt2spk, spk2utt, text, segments, utt2num_frames, utt2speed)
+        data = cls(path, wav_scp, utt2spk, spk2utt, text, segments, utt2num_frames, utt2speed)
+        if segments is not None:
+            data.check_recordings()
+        if utt2spk:
+            data.check_speakers()
+        return data
+
+    def check_recordings(self) -> None:
+        """Every segment's recording is in ``wav.scp`` (KaldiDataError naming the segment's line if not)."""
+        for lineno, (utt, (recording, _, _)) in enumerate((self.segments or {}).items(), start=1):
+            if recording not in self.wav_scp:
+                raise KaldiDataError(f"{self.path / 'segments'}:{lineno}: recording '{recording}' of segment "
+                                     f"'{utt}' is not in {self.path / 'wav.scp'}")
+
+    def check_speakers(self) -> None:
+        """Every utterance has a speaker in ``utt2spk`` (KaldiDataError naming the utterance's line if not)."""
+        utterances = self.utterances
+        missing = [utt for utt in utterances if utt not in self.utt2spk]
+        if missing:
+            source = self.path / ("segments" if self.segments is not None else "wav.scp")
+            lineno = utterances.index(missing[0]) + 1  # tables have one entry per line (no blank lines)
+            raise KaldiDataError(f"{source}:{lineno}: utterance '{missing[0]}' has no speaker in "
+                                 f"{self.path / 'utt2spk'} ({len(missing)} of {len(utterances)} utterances have "
+                                 f"none; every utterance needs one, Kaldi's utils/fix_data_dir.sh drops them)")
 
     @property
     def utterances(self) -> list[str]:
@@ -343,10 +396,13 @@ def _split_evenly(items: Sequence[str], nj: int) -> list[list[str]]:
     return chunks
 
 
-def _split_is_up_to_date(path: Path, split_root: Path, nj: int, sources: Sequence[str]) -> bool:
+def _split_is_up_to_date(path: Path, split_root: Path, nj: int, sources: Sequence[str],
+                         written: Sequence[str]) -> bool:
+    """Every file a split writes (``written``) exists in every job and is newer than every source table
+    (an interrupted split misses some, and is redone)."""
     newest_source = max((path / name).stat().st_mtime_ns for name in sources)
     for job in range(1, nj + 1):
-        for name in sources:
+        for name in written:
             target = split_root / str(job) / name
             if not target.is_file() or target.stat().st_mtime_ns < newest_source:
                 return False
@@ -375,7 +431,8 @@ def split_data_dir(path: PathLike, nj: int) -> list[Path]:
                if (path / name).is_file()]
     split_root = path / f"split{nj}"
     job_dirs = [split_root / str(job) for job in range(1, nj + 1)]
-    if split_root.is_dir() and _split_is_up_to_date(path, split_root, nj, sources):
+    written = sources + ["spk2utt"] if data.utt2spk and "spk2utt" not in sources else sources  # derived spk2utt too
+    if split_root.is_dir() and _split_is_up_to_date(path, split_root, nj, sources, written):
         logger.info("%s: split into %d jobs is up to date, reusing it", split_root, nj)
         return job_dirs
 

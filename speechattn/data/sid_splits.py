@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechattn.data.audio import audio_info
-from speechattn.data.kaldi_dir import KaldiDataError, utt2spk_to_spk2utt, validate_data_dir, write_table
+from speechattn.data.kaldi_dir import (KaldiDataError, read_text_lines, utt2spk_to_spk2utt, validate_data_dir,
+                                       write_table)
 from speechattn.features.framing import num_frames
 from speechattn.utils.atomic import atomic_write_text
 
@@ -197,15 +198,14 @@ def write_trials(path: str | os.PathLike, trials: Iterable[Trial]) -> None:
 def read_trials(path: str | os.PathLike) -> list[Trial]:
     """Read a ``LABEL UTT1 UTT2`` trial list; a malformed line raises ``KaldiDataError("path:line: ...")``."""
     trials = []
-    with Path(path).open(encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or fields[0] not in ("0", "1"):
-                raise KaldiDataError(
-                    f"{path}:{line_number}: expected 'LABEL UTT1 UTT2' with LABEL 0 or 1, got {line.strip()!r}")
-            trials.append(Trial(fields[1], fields[2], fields[0] == "1"))
+    for line_number, line in read_text_lines(path, what="trials file"):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3 or fields[0] not in ("0", "1"):
+            raise KaldiDataError(
+                f"{path}:{line_number}: expected 'LABEL UTT1 UTT2' with LABEL 0 or 1, got {line.strip()!r}")
+        trials.append(Trial(fields[1], fields[2], fields[0] == "1"))
     return trials
 
 

@@ -155,35 +155,32 @@ def write_stats_ark(ark_path: str | os.PathLike, stats: Mapping[str, np.ndarray]
     from speechattn.utils.atomic import atomic_open
 
     ark_path = Path(ark_path).resolve()
-    ark_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = ark_path.with_name(f".{ark_path.name}.{os.getpid()}.tmp")
     positions: dict[str, int] = {}
-    try:
-        with open(tmp_path, "wb") as f:
-            for key, matrix in stats.items():
-                positions[key] = f.tell() + len(key.encode("utf-8")) + 1  # after "KEY "
-                kaldiio.save_ark(f, {key: np.asarray(matrix, dtype=np.float64)})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, ark_path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic_open(ark_path, "wb") as f:  # disk-full / permission errors name ark_path
+        for key, matrix in stats.items():
+            positions[key] = f.tell() + len(key.encode("utf-8")) + 1  # after "KEY "
+            kaldiio.save_ark(f, {key: np.asarray(matrix, dtype=np.float64)})
     if scp_path is not None:
         with atomic_open(scp_path, "w") as f:
             for key, position in positions.items():
                 f.write(f"{key} {ark_path}:{position}\n")
 
 
-def read_stats(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read stats from a ``.scp`` or ``.ark`` file: ``{key: (2, D + 1) float64}``."""
-    import kaldiio
+def read_stats(path: str | os.PathLike, *, allow_pipes: bool = False) -> dict[str, np.ndarray]:
+    """Read stats from a ``.scp`` or ``.ark`` file: ``{key: (2, D + 1) float64}``.
+
+    Commands (an scp entry or a path ``cmd |``) are refused unless ``allow_pipes``
+    (:mod:`speechattn.data.kaldi_io`).
+    """
+    from speechattn.data.kaldi_io import read_ark, read_scp
 
     path = Path(path)
     if not path.is_file():
         raise CmvnError(f"{path}:0: CMVN stats file not found (run the compute_cmvn stage first)")
-    loaded = kaldiio.load_scp(str(path)) if path.suffix == ".scp" else kaldiio.load_ark(str(path))
+    loaded = (read_scp(path, allow_pipes=allow_pipes, check_sorted=False) if path.suffix == ".scp"
+              else read_ark(path, allow_pipes=allow_pipes))
     stats: dict[str, np.ndarray] = {}
-    for key, matrix in (loaded.items() if isinstance(loaded, Mapping) else loaded):
+    for key, matrix in loaded.items():
         matrix = np.asarray(matrix, dtype=np.float64)
         if matrix.ndim != 2 or matrix.shape[0] != 2:
             raise CmvnError(f"{path}: stats of '{key}' must be (2, D+1), got shape {matrix.shape}")
@@ -214,6 +211,7 @@ class CmvnApplier:
         norm_means: subtract the mean.
         norm_vars: divide by the standard deviation (``False`` = mean-only, for speaker recognition).
         var_floor: variance floor.
+        allow_pipes: accept commands (``cmd |``) in a stats scp (refused by default: nothing is run).
 
     ``__call__(utt_id, feats (T, D))`` returns ``(T, D)`` of the same type (numpy or torch); features with
     NaN/inf, or an utterance without a speaker/stats, raise :class:`CmvnError` naming the utterance.
@@ -227,7 +225,7 @@ class CmvnApplier:
 
     def __init__(self, mode: str, data_dir: str | os.PathLike | None = None,
                  stats_path: str | os.PathLike | None = None, norm_means: bool = True, norm_vars: bool = True,
-                 var_floor: float = DEFAULT_VAR_FLOOR) -> None:
+                 var_floor: float = DEFAULT_VAR_FLOOR, *, allow_pipes: bool = False) -> None:
         if mode not in CMVN_MODES:
             raise ValueError(f"cmvn.mode must be one of {CMVN_MODES}, got {mode!r}")
         self.mode, self.norm_means, self.norm_vars, self.var_floor = mode, norm_means, norm_vars, var_floor
@@ -238,7 +236,7 @@ class CmvnApplier:
             if stats_path is None and data_dir is None:
                 raise ValueError(f"cmvn mode '{mode}' needs data_dir or stats_path")
             self.stats_path = Path(stats_path) if stats_path is not None else default_stats_path(mode, data_dir)
-            for key, stats in read_stats(self.stats_path).items():
+            for key, stats in read_stats(self.stats_path, allow_pipes=allow_pipes).items():
                 self._transforms[key] = stats_to_transform(stats, norm_means, norm_vars, var_floor,
                                                            where=f"{self.stats_path}: {key}")
             if mode == "global" and GLOBAL_STATS_KEY not in self._transforms:
@@ -251,13 +249,14 @@ class CmvnApplier:
             self._utt2spk = read_table(Path(data_dir) / "utt2spk")
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | Any, data_dir: str | os.PathLike | None = None) -> "CmvnApplier":
+    def from_config(cls, cfg: Mapping[str, Any] | Any, data_dir: str | os.PathLike | None = None, *,
+                    allow_pipes: bool = False) -> "CmvnApplier":
         """Build from the Hydra ``cmvn`` group (keys ``mode``, ``norm_means``, ``norm_vars``, ``stats``,
         ``var_floor``)."""
         get = cfg.get
         return cls(get("mode", "none"), data_dir=data_dir, stats_path=get("stats", None),
                    norm_means=get("norm_means", True), norm_vars=get("norm_vars", True),
-                   var_floor=get("var_floor", DEFAULT_VAR_FLOOR))
+                   var_floor=get("var_floor", DEFAULT_VAR_FLOOR), allow_pipes=allow_pipes)
 
     def __call__(self, utt_id: str, feats: Features) -> Features:
         where = f"utterance '{utt_id}'"

@@ -16,8 +16,9 @@ from speechattn.features.cmvn import CmvnApplier, default_stats_path
 
 
 def make_normaliser(cmvn_cfg: Mapping[str, Any], data_dir: str | Path | None,
-                    global_stats_dir: str | Path) -> CmvnApplier:
-    """CMVN for the utterances of ``data_dir``; global statistics come from ``global_stats_dir``."""
+                    global_stats_dir: str | Path, *, allow_pipes: bool = False) -> CmvnApplier:
+    """CMVN for the utterances of ``data_dir``; global statistics come from ``global_stats_dir``.
+    ``allow_pipes`` accepts commands in a stats scp (refused by default)."""
     mode = cmvn_cfg.get("mode", "none")
     stats = cmvn_cfg.get("stats", None)
     if mode == "global" and stats is None:
@@ -26,7 +27,7 @@ def make_normaliser(cmvn_cfg: Mapping[str, Any], data_dir: str | Path | None,
         raise ValueError("cmvn mode 'speaker' needs the data dir being processed (its utt2spk and cmvn_spk.scp)")
     return CmvnApplier(mode, data_dir=data_dir, stats_path=stats if mode == "global" else None,
                        norm_means=cmvn_cfg.get("norm_means", True), norm_vars=cmvn_cfg.get("norm_vars", True),
-                       var_floor=cmvn_cfg.get("var_floor", 1e-10))
+                       var_floor=cmvn_cfg.get("var_floor", 1e-10), allow_pipes=allow_pipes)
 
 
 def copy_cmvn_to_exp(cmvn_cfg: Mapping[str, Any], train_dir: str | Path, exp_dir: str | Path) -> None:

@@ -24,7 +24,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import kaldiio
 import numpy as np
 import torch
 from omegaconf import DictConfig
@@ -35,11 +34,14 @@ from speechattn.utils.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 
-def read_embeddings(scp: Path) -> dict[str, np.ndarray]:
-    """``embeddings.scp`` -> ``{utt: (E,) float32}`` (kaldiio)."""
+def read_embeddings(scp: Path, *, allow_pipes: bool = False) -> dict[str, np.ndarray]:
+    """``embeddings.scp`` -> ``{utt: (E,) float32}`` (kaldiio; commands refused unless ``allow_pipes``)."""
+    from speechattn.data.kaldi_io import read_scp
+
     if not scp.is_file():
         raise KaldiDataError(f"{scp}:0: missing (run speechattn-infer task=sid first)")
-    return {utt: np.asarray(vec, dtype=np.float32) for utt, vec in kaldiio.load_scp_sequential(str(scp))}
+    return {utt: np.asarray(vec, dtype=np.float32)
+            for utt, vec in read_scp(scp, allow_pipes=allow_pipes, check_sorted=False).items()}
 
 
 def _check_no_failures(hyp_dir: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from speechattn.data.kaldi_dir import KaldiDataError
+from speechattn.data.kaldi_dir import KaldiDataError, read_text_lines
 from speechattn.utils.atomic import atomic_write_text
 
 
@@ -152,21 +152,20 @@ def read_trials(path: str | os.PathLike) -> list[Trial]:
             label other than 0/1.
     """
     trials: list[Trial] = []
-    with open(path, encoding="utf-8") as f:
-        for line_number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3:
-                raise KaldiDataError(
-                    f"{path}:{line_number}: expected 'LABEL UTT1 UTT2', got {len(fields)} fields: {line.strip()!r}"
-                )
-            label, utt1, utt2 = fields
-            if label not in ("0", "1"):
-                raise KaldiDataError(
-                    f"{path}:{line_number}: label must be 1 (target) or 0 (non-target), got {label!r}"
-                )
-            trials.append((int(label), utt1, utt2))
+    for line_number, line in read_text_lines(path, what="trials file"):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 3:
+            raise KaldiDataError(
+                f"{path}:{line_number}: expected 'LABEL UTT1 UTT2', got {len(fields)} fields: {line.strip()!r}"
+            )
+        label, utt1, utt2 = fields
+        if label not in ("0", "1"):
+            raise KaldiDataError(
+                f"{path}:{line_number}: label must be 1 (target) or 0 (non-target), got {label!r}"
+            )
+        trials.append((int(label), utt1, utt2))
     return trials
 
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from speechattn.data.dataset import Batch
-from speechattn.training.checkpoint import load_checkpoint, save_checkpoint
+from speechattn.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from speechattn.training.distributed import DistInfo, all_reduce_sum
 from speechattn.training.seed import rng_state, set_rng_state
 from speechattn.utils.atomic import atomic_write_text
@@ -32,6 +32,18 @@ from speechattn.utils.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, int, int]]
+
+# What a checkpoint needs to resume training (model.pt, the best weights, is not one).
+_RESUME_KEYS = ("model", "optimizer", "scheduler", "sampler", "rng", "epoch", "step", "best_valid_acc", "best_epoch",
+                "history")
+
+
+def _epoch_number(path: Path) -> int:
+    """N of ``epoch-N.pt`` (-1 for a name that does not parse, so it is tried last)."""
+    try:
+        return int(path.stem.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 @dataclass
@@ -104,16 +116,43 @@ class Trainer:
         save_checkpoint(self.ckpt_dir / "last.pt", state)
         if tag.startswith("epoch"):
             save_checkpoint(self.ckpt_dir / f"{tag}.pt", state)
-            epochs = sorted(self.ckpt_dir.glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+            epochs = sorted(self.ckpt_dir.glob("epoch-*.pt"), key=_epoch_number)
             for old in epochs[: -self.keep_checkpoints]:
                 old.unlink()
 
     def try_resume(self) -> bool:
-        """Load ``checkpoints/last.pt`` if it exists; returns True when resumed."""
-        path = self.ckpt_dir / "last.pt"
-        if not path.exists():
+        """Load the newest usable checkpoint (``checkpoints/last.pt``, else ``epoch-N.pt`` from the highest N);
+        returns True when resumed.
+
+        A checkpoint that cannot be loaded (truncated or corrupt file, e.g. a disk that filled up or a copy
+        that was cut short) is skipped with a warning and the previous one is used; if none is usable the
+        error names every file tried.
+        """
+        epochs = sorted(self.ckpt_dir.glob("epoch-*.pt"), key=_epoch_number, reverse=True)
+        candidates = [p for p in [self.ckpt_dir / "last.pt", *epochs] if p.is_file()]
+        if not candidates:
             return False
-        ckpt = load_checkpoint(path, map_location=self.device)
+        problems: list[str] = []
+        for path in candidates:
+            try:
+                ckpt = load_checkpoint(path, map_location=self.device)
+                missing = [k for k in _RESUME_KEYS if k not in ckpt]
+                if missing:
+                    raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing)})")
+            except CheckpointError as e:
+                log.warning("%s; trying the previous checkpoint", e)
+                problems.append(str(e))
+                continue
+            if problems:
+                log.warning("resuming from %s instead (%d newer checkpoint(s) unusable)", path, len(problems))
+            self._restore(ckpt)
+            log.info("resumed from %s: %d epochs done, step %d, sampler %s", path, self.state.epoch,
+                     self.state.step, ckpt["sampler"])
+            return True
+        raise CheckpointError(f"{self.ckpt_dir}: no usable checkpoint to resume from ({'; '.join(problems)}); "
+                              f"remove {self.ckpt_dir} to train from scratch")
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
         self.raw_model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -121,9 +160,6 @@ class Trainer:
         set_rng_state(ckpt["rng"])
         self.state = TrainState(ckpt["epoch"], ckpt["step"], ckpt["best_valid_acc"], ckpt["best_epoch"],
                                 list(ckpt["history"]))
-        log.info("resumed from %s: %d epochs done, step %d, sampler %s", path, self.state.epoch,
-                 self.state.step, ckpt["sampler"])
-        return True
 
     # ---- epochs ------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from speechattn.data.alignments import read_phone_table
 from speechattn.data.dataset import Batch, FrameLabelDataset, collate, load_features
-from speechattn.data.kaldi_dir import KaldiDataError, read_table_lists
+from speechattn.data.kaldi_dir import KaldiDataError, read_table, read_table_entries, read_table_lists
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.features.augment import spec_augment
 from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
@@ -46,13 +46,48 @@ def read_frame_labels(data_dir: Path, label_file: str, phones: list[str],
     return out
 
 
+def labelled_utterances(data_dir: Path, label_file: str, labels: dict[str, list[int]],
+                        drop_unlabelled: bool = False) -> list[str]:
+    """The utterances of ``data_dir`` to train on: those with features (``feats.scp``) and labels.
+
+    An utterance with features but no labels is an error naming its ``feats.scp`` line, unless
+    ``drop_unlabelled`` (``data.drop_unlabelled=true``): then the ones left out are counted in the log.
+    Labelled utterances without features are those stage 1 could not read (``feats_failed.txt``): left
+    out and counted; any other is an error (``feats.scp`` is out of date).
+    """
+    feats_scp, label_path = data_dir / "feats.scp", data_dir / label_file
+    with_feats = read_table_entries(feats_scp)
+    unlabelled = [utt for utt in with_feats if utt not in labels]
+    if unlabelled and not drop_unlabelled:
+        first = unlabelled[0]
+        raise KaldiDataError(f"{feats_scp}:{with_feats[first][1]}: utterance '{first}' has no labels in {label_path} "
+                             f"({len(unlabelled)} of {len(with_feats)} utterances have none); "
+                             f"data.drop_unlabelled=true trains without them")
+    if unlabelled:
+        log.warning("%s: %d of %d utterances have no labels in %s and are left out (data.drop_unlabelled=true), "
+                    "e.g. '%s'", data_dir, len(unlabelled), len(with_feats), label_path, unlabelled[0])
+    without_feats = [utt for utt in labels if utt not in with_feats]
+    if without_feats:
+        failed_path = data_dir / "feats_failed.txt"
+        failed = set(read_table(failed_path, check_sorted=False, min_fields=1)) if failed_path.is_file() else set()
+        stale = [utt for utt in without_feats if utt not in failed]
+        if stale:
+            label_lines = {utt: lineno for lineno, utt in enumerate(labels, start=1)}
+            raise KaldiDataError(f"{label_path}:{label_lines[stale[0]]}: utterance '{stale[0]}' has labels but no "
+                                 f"features in {feats_scp} and is not in {failed_path} ({len(stale)} such "
+                                 f"utterances): re-run the feature stage")
+        log.warning("%s: %d labelled utterance(s) left out: their audio could not be read in the feature stage "
+                    "(listed in %s)", data_dir, len(without_feats), failed_path)
+    return sorted(utt for utt in labels if utt in with_feats)
+
+
 def load_split(data_dir: Path, cfg: DictConfig, phones: list[str], normalise) -> FrameLabelDataset:
     """Features + frame labels of one data directory (optionally only its first ``data.max_utts``)."""
     labels = read_frame_labels(data_dir, cfg.data.labels, phones)
-    utts = sorted(labels)
+    utts = labelled_utterances(data_dir, cfg.data.labels, labels, bool(cfg.data.get("drop_unlabelled", False)))
     if cfg.data.max_utts:
         utts = utts[: int(cfg.data.max_utts)]
-    feats = load_features(data_dir, normalise, utts=utts)
+    feats = load_features(data_dir, normalise, utts=utts, allow_pipes=bool(cfg.get("allow_pipes", False)))
     return FrameLabelDataset(feats, {u: labels[u] for u in utts}, where=str(data_dir / cfg.data.labels))
 
 
@@ -93,8 +128,9 @@ def build_phone_training(cfg: DictConfig, exp_dir: Path, device: torch.device, d
         if feats_yaml.exists():
             shutil.copyfile(feats_yaml, exp_dir / "feats.yaml")
         copy_cmvn_to_exp(cfg.cmvn, train_dir, exp_dir)
-    train_set = load_split(train_dir, cfg, phones, make_normaliser(cfg.cmvn, train_dir, train_dir))
-    valid_set = load_split(valid_dir, cfg, phones, make_normaliser(cfg.cmvn, valid_dir, train_dir))
+    pipes = bool(cfg.get("allow_pipes", False))
+    train_set = load_split(train_dir, cfg, phones, make_normaliser(cfg.cmvn, train_dir, train_dir, allow_pipes=pipes))
+    valid_set = load_split(valid_dir, cfg, phones, make_normaliser(cfg.cmvn, valid_dir, train_dir, allow_pipes=pipes))
     input_dim = next(iter(train_set.feats.values())).shape[1]
     log.info("train: %d utterances, %d frames; valid: %d utterances, %d frames; %d-dim features, %d classes",
              len(train_set), sum(train_set.lengths()), len(valid_set), sum(valid_set.lengths()), input_dim,

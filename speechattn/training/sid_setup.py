@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from speechattn.data.dataset import Batch, Example, collate, load_features
-from speechattn.data.kaldi_dir import KaldiDataError, read_table
+from speechattn.data.kaldi_dir import KaldiDataError, read_table, read_text_lines
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
 from speechattn.models.encoders import build_encoder
@@ -146,7 +146,7 @@ def read_speakers(path: str | Path) -> list[str]:
         raise KaldiDataError(f"{path}:0: speaker list not found (written by the data preparation stage)")
     speakers: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in read_text_lines(path, what="speaker list"):
         fields = line.split()
         if len(fields) != 1:
             raise KaldiDataError(f"{path}:{lineno}: expected one speaker ID per line, got {line!r}")
@@ -338,7 +338,7 @@ def _load_split(data_dir: Path, cfg: DictConfig, speakers: list[str], normalise)
     if cfg.data.get("max_utts"):
         utts = utts[: int(cfg.data.max_utts)]
     targets = read_speaker_targets(data_dir, utts, speakers)  # before reading features: fail fast
-    feats = load_features(data_dir, normalise, utts=utts)
+    feats = load_features(data_dir, normalise, utts=utts, allow_pipes=bool(cfg.get("allow_pipes", False)))
     return feats, targets
 
 
@@ -356,10 +356,11 @@ def build_sid_training(cfg: DictConfig, exp_dir: Path, device: torch.device, dis
         shutil.copyfile(feats_yaml, exp_dir / "feats.yaml")
         copy_cmvn_to_exp(cfg.cmvn, train_dir, exp_dir)
     t = cfg.trainer
+    allow_pipes = bool(cfg.get("allow_pipes", False))
     train_feats, train_targets = _load_split(train_dir, cfg, speakers,
-                                             make_normaliser(cfg.cmvn, train_dir, train_dir))
+                                             make_normaliser(cfg.cmvn, train_dir, train_dir, allow_pipes=allow_pipes))
     valid_feats, valid_targets = _load_split(valid_dir, cfg, speakers,
-                                             make_normaliser(cfg.cmvn, valid_dir, train_dir))
+                                             make_normaliser(cfg.cmvn, valid_dir, train_dir, allow_pipes=allow_pipes))
     crop = (int(t.crop_min_frames), int(t.crop_max_frames))
     train_set = SpeakerCropDataset(train_feats, train_targets, crop=crop, seed=int(t.seed))
     valid_set = SpeakerCropDataset(valid_feats, valid_targets, crop=None)
