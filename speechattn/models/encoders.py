@@ -20,7 +20,8 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import importlib
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 from torch import nn
@@ -29,6 +30,30 @@ from speechattn.models.masks import padding_mask
 from speechattn.models.transformer import SelfAttentionEncoder
 
 
+_ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+_E = TypeVar("_E", bound=Callable[..., nn.Module])
+
+
+def register_encoder(name: str) -> Callable[[_E], _E]:
+    """Class decorator: make an encoder buildable as ``model.name=<name>``.
+
+    An encoder in its own module ``speechattn/models/<name>.py`` is found by its config name without being
+    listed anywhere else: :func:`build_encoder` imports that module when the name is not yet registered.
+    """
+    def register(cls: _E) -> _E:
+        if name in _ENCODERS and _ENCODERS[name] is not cls:
+            raise ValueError(f"encoder name '{name}' is registered twice")
+        _ENCODERS[name] = cls
+        return cls
+    return register
+
+
+def registered_encoders() -> list[str]:
+    """Names of the encoders registered so far (the built-in ones and every one imported)."""
+    return sorted(_ENCODERS)
+
+
+@register_encoder("mlp_context")
 class MLPContextEncoder(nn.Module):
     """±k frames concatenated, then an MLP: the fixed-context-window frame classifier.
 
@@ -65,6 +90,7 @@ class MLPContextEncoder(nn.Module):
         return self.context, self.context
 
 
+@register_encoder("blstm")
 class BLSTMEncoder(nn.Module):
     """Bidirectional LSTM over the whole utterance (packed, so padding is never read).
 
@@ -93,17 +119,30 @@ class BLSTMEncoder(nn.Module):
         return None
 
 
+def _full_attention(input_dim: int, **kwargs: Any) -> nn.Module:
+    kwargs["left"] = kwargs["right"] = None
+    return SelfAttentionEncoder(input_dim, **kwargs)
+
+
+register_encoder("transformer")(_full_attention)
+register_encoder("truncated_transformer")(SelfAttentionEncoder)
+
+
 def build_encoder(cfg: Mapping[str, Any], input_dim: int) -> nn.Module:
-    """Build the encoder named by ``cfg["name"]`` from a Hydra ``model`` config group entry."""
+    """Build the encoder named by ``cfg["name"]`` from a Hydra ``model`` config group entry.
+
+    Built-in names are registered above; any other name ``x`` is looked up in ``speechattn.models.x``
+    (one new file and one ``conf/model/x.yaml`` add an encoder).
+    """
     kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
-    name = cfg["name"]
-    if name == "mlp_context":
-        return MLPContextEncoder(input_dim, **kwargs)
-    if name == "blstm":
-        return BLSTMEncoder(input_dim, **kwargs)
-    if name == "transformer":
-        kwargs["left"] = kwargs["right"] = None
-        return SelfAttentionEncoder(input_dim, **kwargs)
-    if name == "truncated_transformer":
-        return SelfAttentionEncoder(input_dim, **kwargs)
-    raise ValueError(f"unknown model '{name}': expected mlp_context, blstm, transformer or truncated_transformer")
+    name = str(cfg["name"])
+    if name not in _ENCODERS and name.isidentifier():
+        try:
+            importlib.import_module(f"speechattn.models.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"speechattn.models.{name}":
+                raise
+    if name not in _ENCODERS:
+        raise ValueError(f"unknown model '{name}': expected one of {', '.join(registered_encoders())} "
+                         f"or a module speechattn/models/{name}.py registering it")
+    return _ENCODERS[name](input_dim, **kwargs)
