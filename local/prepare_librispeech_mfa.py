@@ -47,7 +47,7 @@ from speechattn.data.kaldi_dir import KaldiDataError
 from speechattn.data.phone_data_dir import PreparedUtterance, write_phone_data_dir
 from speechattn.data.sid_splits import outputs_up_to_date, write_stamp
 from speechattn.data.textgrid import SPOKEN_NOISE, MissingTierError, TextGridError, read_phone_tier
-from speechattn.features.framing import num_frames
+from speechattn.data.framing import num_frames
 
 logger = logging.getLogger("prepare_librispeech_mfa")
 

@@ -40,8 +40,8 @@ from speechattn.data.sid_splits import (
     split_train_dev,
     write_sid_data_dir,
     write_stamp,
-    write_trials,
 )
+from speechattn.data.trials import write_trials
 
 logger = logging.getLogger("prepare_sid_speechocean762")
 

@@ -49,7 +49,7 @@ from speechattn.data.timit import (CORE_TEST_SPEAKERS, DEV_SPEAKERS, FOLD_61_TO_
                                    PhnOverhangError, TimitUtterance, audio_format, data_symbol, fold_segments,
                                    frame_labels_from_phn, merge_glottal_stops, phone_table_39, phone_table_48,
                                    read_phn, read_txt, scan_corpus, scoring_map_48_to_39)
-from speechattn.features.framing import num_frames
+from speechattn.data.framing import num_frames
 
 logger = logging.getLogger("prepare_timit")
 

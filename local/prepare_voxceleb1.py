@@ -46,7 +46,7 @@ import soundfile as sf
 from speechattn.data.kaldi_dir import KaldiDataError
 from speechattn.data.sid_splits import (DEFAULT_SEED, Utterance, outputs_up_to_date, split_train_dev,
                                         write_sid_data_dir, write_stamp)
-from speechattn.features.framing import num_frames
+from speechattn.data.framing import num_frames
 from speechattn.utils.atomic import atomic_write_text
 
 logger = logging.getLogger("prepare_voxceleb1")

@@ -17,7 +17,7 @@ from speechattn.data.alignments import Segment, frame_labels_from_segments, writ
 from speechattn.data.kaldi_dir import utt2spk_to_spk2utt, write_table
 from speechattn.features.cmvn import accumulate_stats, combine, write_stats_ark
 from speechattn.features.extract import FeatureConfig, compute_features
-from speechattn.features.framing import num_frames
+from speechattn.data.framing import num_frames
 
 PHONES = ["SIL", "AA", "B", "IY"]
 FREQ = {"SIL": 0.0, "AA": 300.0, "B": 900.0, "IY": 2000.0}

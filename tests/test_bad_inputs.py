@@ -50,7 +50,7 @@ from speechattn.data.audio import AudioError, load_audio
 from speechattn.data.kaldi_dir import KaldiDataError, read_table, read_table_lists, write_table
 from speechattn.data.kaldi_io import is_command, read_scp
 from speechattn.features.cmvn import CmvnError, read_stats
-from speechattn.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from speechattn.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from speechattn.training.phone_setup import build_phone_model
 from speechattn.training.sid_setup import build_sid_model
 from speechattn.utils import atomic

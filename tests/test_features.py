@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from speechattn.features.extract import (FeatureConfig, add_deltas, compute_features, compute_features_chunk,
                                          feature_context_frames, feature_dim, plan_feature_chunk,
                                          torchaudio_reference_features)
-from speechattn.features.framing import frame_span_samples, num_frames
+from speechattn.data.framing import frame_span_samples, num_frames
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REAL_WAV = SHARED / "fixtures" / "cmu_arctic_slt" / "arctic_a0009.wav"

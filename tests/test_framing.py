@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from speechattn.features.framing import (frame_centre_seconds, frame_shift_samples, frame_span_samples,
+from speechattn.data.framing import (frame_centre_seconds, frame_shift_samples, frame_span_samples,
                                          frame_start_seconds, frame_window_samples, num_frames)
 
 

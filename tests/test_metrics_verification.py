@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 
 from speechattn.metrics.verification import (
-    KaldiDataError,
     compute_eer,
     compute_min_dcf,
     det_curve,
     error_rates,
-    read_trials,
     score_trials,
-    write_trials,
 )
+from speechattn.data.kaldi_dir import KaldiDataError
+from speechattn.data.trials import read_trials, write_trials
 
 
 def brute_force_operating_points(target: np.ndarray, nontarget: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

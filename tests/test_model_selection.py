@@ -18,7 +18,7 @@ import speechattn.training.speaker_validation
 from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers
 from speechattn.metrics.verification import compute_eer
 from speechattn.training.average import average_best, average_checkpoints, average_state_dicts
-from speechattn.training.checkpoint import load_checkpoint, save_checkpoint
+from speechattn.utils.checkpoint import load_checkpoint, save_checkpoint
 from speechattn.training.selection import ModelSelector
 from speechattn.training.speaker_validation import IdentificationTop1, VerificationEER, embed_utterances
 

@@ -8,7 +8,7 @@ import pytest
 
 from corpus_layouts import load_script, needs_shared, source
 from speechattn.data.kaldi_dir import read_table, validate_data_dir
-from speechattn.data.sid_splits import read_trials
+from speechattn.data.trials import read_trials
 
 pytestmark = needs_shared
 prepare = load_script("prepare_voxceleb1")

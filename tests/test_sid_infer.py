@@ -21,11 +21,13 @@ from speechattn.bin._hydra import CONF_DIR
 from speechattn.bin.compute_cmvn import compute_cmvn_stats
 from speechattn.bin.train import run as train_run
 from speechattn.data.kaldi_dir import KaldiDataError, read_table, utt2spk_to_spk2utt, write_table
-from speechattn.data.sid_splits import make_trials, write_speakers, write_trials
+from speechattn.data.sid_splits import make_trials
+from speechattn.data.speakers import write_speakers
+from speechattn.data.trials import write_trials
 from speechattn.inference.sid import SpeakerEmbedder
 from speechattn.inference.sid_infer import infer_sid_dir
 from speechattn.inference.sid_score import score_sid
-from speechattn.training.checkpoint import load_checkpoint
+from speechattn.utils.checkpoint import load_checkpoint
 from speechattn.training.sid_setup import SpeakerCropDataset, SpeakerBatchSampler, crop_window
 
 SR = 16000

@@ -20,12 +20,11 @@ from speechattn.data.sid_splits import (
     held_out_count,
     make_trials,
     rank_utterances,
-    read_trials,
     split_identification,
     split_train_dev,
-    write_trials,
 )
-from speechattn.features.framing import num_frames
+from speechattn.data.trials import read_trials, write_trials
+from speechattn.data.framing import num_frames
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

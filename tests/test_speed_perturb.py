@@ -22,7 +22,7 @@ from speechattn.data.speed_perturb import (
     stretch_frame_labels,
 )
 from speechattn.features.extract import FeatureConfig, compute_features
-from speechattn.features.framing import num_frames
+from speechattn.data.framing import num_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from phone_data import make_phone_corpus, phone_overrides
 from speechattn.bin._hydra import CONF_DIR
 from speechattn.bin.train import run
-from speechattn.training.checkpoint import load_checkpoint, save_checkpoint
+from speechattn.utils.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

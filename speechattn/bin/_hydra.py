@@ -34,7 +34,7 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
     from speechattn.data.audio import AudioError
     from speechattn.data.kaldi_dir import KaldiDataError
     from speechattn.features.cmvn import CmvnError
-    from speechattn.training.checkpoint import CheckpointError
+    from speechattn.utils.checkpoint import CheckpointError
 
     return KaldiDataError, AudioError, CmvnError, CheckpointError, OSError
 

@@ -45,7 +45,7 @@ def score_phone(cfg: DictConfig) -> dict:
         meta["epochs"] = len(history)
         meta["best_valid_accuracy"] = round(100 * max(r["valid_acc"] for r in history), 2)
         meta["train_seconds"] = round(sum(r["seconds"] for r in history), 1)
-    from speechattn.training.checkpoint import load_checkpoint
+    from speechattn.utils.checkpoint import load_checkpoint
     meta["num_params"] = int(load_checkpoint(exp_dir / "model.pt").get("num_params", 0))
     config_path = exp_dir / "config.yaml"
     if config_path.exists():

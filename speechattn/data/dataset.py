@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 
 from speechattn.data.kaldi_dir import KaldiDataError, read_table_entries
 from speechattn.data.kaldi_io import iter_scp
-from speechattn.tasks.phone import IGNORE_INDEX
+
+IGNORE_INDEX = -100  # target of padded frames: excluded from loss and accuracy (torch cross_entropy default)
 
 log = logging.getLogger(__name__)
 

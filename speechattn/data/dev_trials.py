@@ -23,6 +23,7 @@ import math
 from typing import Iterable, Mapping
 
 from speechattn.data.sid_splits import DEFAULT_SEED, make_trials
+from speechattn.data.trials import Trial
 
 __all__ = ["hold_out_speakers", "held_out_speaker_count", "dev_trials"]
 
@@ -46,8 +47,8 @@ def hold_out_speakers(spk2utt: Mapping[str, Iterable[str]], count: int, seed: in
 
 
 def dev_trials(held_spk2utt: Mapping[str, Iterable[str]], nontarget_ratio: float | None = None,
-               seed: int = DEFAULT_SEED) -> list[tuple[int, str, str]]:
-    """Trials ``(label, utt1, utt2)`` among the held-back utterances: every same-speaker pair, and every
+               seed: int = DEFAULT_SEED) -> list[Trial]:
+    """Trials :class:`~speechattn.data.trials.Trial` ``(label, utt1, utt2)`` among the held-back utterances: every same-speaker pair, and every
     different-speaker pair (``nontarget_ratio=None``) or a seeded sample of ``ratio ×`` as many
     (:func:`speechattn.data.sid_splits.make_trials`)."""
     utt2spk = {u: s for s, utts in held_spk2utt.items() for u in utts}
@@ -55,4 +56,4 @@ def dev_trials(held_spk2utt: Mapping[str, Iterable[str]], nontarget_ratio: float
         total = len(utt2spk) * (len(utt2spk) - 1) // 2
         targets = sum(len(list(itertools.combinations(list(u), 2))) for u in held_spk2utt.values())
         nontarget_ratio = (total - targets) / max(targets, 1)
-    return [(int(t.target), t.utt1, t.utt2) for t in make_trials(utt2spk, nontarget_ratio, seed)]
+    return make_trials(utt2spk, nontarget_ratio, seed)

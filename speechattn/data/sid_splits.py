@@ -38,7 +38,9 @@ from pathlib import Path
 from speechattn.data.audio import audio_info
 from speechattn.data.kaldi_dir import (KaldiDataError, read_text_lines, utt2spk_to_spk2utt, validate_data_dir,
                                        write_table)
-from speechattn.features.framing import num_frames
+from speechattn.data.framing import num_frames
+from speechattn.data.speakers import write_speakers
+from speechattn.data.trials import Trial
 from speechattn.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -51,13 +53,9 @@ __all__ = [
     "split_train_dev",
     "Trial",
     "make_trials",
-    "format_trials",
-    "write_trials",
-    "read_trials",
     "Utterance",
     "measure_utterances",
     "write_sid_data_dir",
-    "write_speakers",
     "outputs_up_to_date",
     "write_stamp",
 ]
@@ -150,15 +148,6 @@ def split_train_dev(
     return train, dev
 
 
-@dataclass(frozen=True, order=True)
-class Trial:
-    """One verification trial; ``utt1 < utt2``; ordering is by (utt1, utt2)."""
-
-    utt1: str
-    utt2: str
-    target: bool
-
-
 def make_trials(utt2spk: Mapping[str, str], nontarget_ratio: float = 5.0, seed: int = DEFAULT_SEED) -> list[Trial]:
     """All target pairs and a seeded sample of ``nontarget_ratio`` x as many non-target pairs, sorted.
 
@@ -176,37 +165,14 @@ def make_trials(utt2spk: Mapping[str, str], nontarget_ratio: float = 5.0, seed: 
     if nontarget_ratio < 0:
         raise ValueError(f"nontarget_ratio must be >= 0, got {nontarget_ratio}")
     utts = sorted(utt2spk)
-    targets = [Trial(u1, u2, True) for u1, u2 in itertools.combinations(utts, 2) if utt2spk[u1] == utt2spk[u2]]
+    targets = [Trial(1, u1, u2) for u1, u2 in itertools.combinations(utts, 2) if utt2spk[u1] == utt2spk[u2]]
     wanted = round(nontarget_ratio * len(targets))
     nontarget_pairs = ((u1, u2) for u1, u2 in itertools.combinations(utts, 2) if utt2spk[u1] != utt2spk[u2])
     sampled = heapq.nsmallest(wanted, nontarget_pairs, key=lambda pair: _digest(f"{seed}/{pair[0]}/{pair[1]}"))
     if len(sampled) < wanted:
         logger.warning("only %d non-target pairs exist (asked for %d): using all", len(sampled), wanted)
-    return sorted(targets + [Trial(u1, u2, False) for u1, u2 in sampled])
-
-
-def format_trials(trials: Iterable[Trial]) -> str:
-    """VoxCeleb-style text: one ``LABEL UTT1 UTT2`` line per trial (1 = target, 0 = non-target)."""
-    return "".join(f"{int(t.target)} {t.utt1} {t.utt2}\n" for t in trials)
-
-
-def write_trials(path: str | os.PathLike, trials: Iterable[Trial]) -> None:
-    """Write :func:`format_trials` output to ``path`` atomically."""
-    atomic_write_text(path, format_trials(trials))
-
-
-def read_trials(path: str | os.PathLike) -> list[Trial]:
-    """Read a ``LABEL UTT1 UTT2`` trial list; a malformed line raises ``KaldiDataError("path:line: ...")``."""
-    trials = []
-    for line_number, line in read_text_lines(path, what="trials file"):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3 or fields[0] not in ("0", "1"):
-            raise KaldiDataError(
-                f"{path}:{line_number}: expected 'LABEL UTT1 UTT2' with LABEL 0 or 1, got {line.strip()!r}")
-        trials.append(Trial(fields[1], fields[2], fields[0] == "1"))
-    return trials
+    # (utt1, utt2) order: the pairs are unique, so the label never decides
+    return sorted(targets + [Trial(0, u1, u2) for u1, u2 in sampled], key=lambda t: (t.utt1, t.utt2))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -242,11 +208,6 @@ def measure_utterances(entries: Iterable[tuple[str, str, str, str]]) -> dict[str
     if too_short:
         logger.warning("skipped %d utterance(s) shorter than one 25 ms window: %s", len(too_short), " ".join(too_short[:10]))
     return utterances
-
-
-def write_speakers(path: str | os.PathLike, speakers: Iterable[str]) -> None:
-    """The closed speaker set, one ID per line, sorted; the line index (from 0) is the class index."""
-    atomic_write_text(path, "".join(f"{speaker}\n" for speaker in sorted(set(speakers))))
 
 
 def write_sid_data_dir(

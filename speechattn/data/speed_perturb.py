@@ -36,7 +36,7 @@ from speechattn.data.kaldi_dir import (
     utt2spk_to_spk2utt,
     write_table,
 )
-from speechattn.features.framing import num_frames
+from speechattn.data.framing import num_frames
 
 __all__ = ["speed_prefix", "perturbed_num_samples", "apply_speed", "stretch_frame_labels", "perturb_data_dir"]
 

@@ -31,7 +31,7 @@ import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 from torch import Tensor
 
-from speechattn.features import framing
+from speechattn.data import framing
 
 FEATURE_KINDS = ("fbank", "mfcc")
 WINDOW_TYPES = ("povey", "hanning", "hamming", "rectangular", "blackman")

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from speechattn.data.audio import audio_info, iter_audio_blocks
-from speechattn.features.framing import frame_shift_samples, frame_span_samples, num_frames
+from speechattn.data.framing import frame_shift_samples, frame_span_samples, num_frames
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import torch
 
 from speechattn.features.cmvn_setup import make_normaliser
 from speechattn.features.extract import FeatureConfig, compute_features, feature_context_frames
-from speechattn.training.checkpoint import load_checkpoint
+from speechattn.utils.checkpoint import load_checkpoint
 from speechattn.training.phone_setup import build_phone_model
 
 log = logging.getLogger(__name__)

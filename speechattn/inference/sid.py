@@ -31,7 +31,7 @@ import torch
 from speechattn.features.cmvn_setup import make_normaliser
 from speechattn.features.extract import FeatureConfig, compute_features
 from speechattn.tasks.sid import AAMSoftmax, SpeakerModel
-from speechattn.training.checkpoint import load_checkpoint
+from speechattn.utils.checkpoint import load_checkpoint
 from speechattn.training.sid_setup import build_sid_model
 
 log = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ def _check_no_failures(hyp_dir: Path) -> None:
 
 def _experiment_facts(exp_dir: Path) -> dict[str, Any]:
     """Training facts for the results table: epochs, dev accuracy, train time, parameters, configs."""
-    from speechattn.training.checkpoint import load_checkpoint
+    from speechattn.utils.checkpoint import load_checkpoint
 
     facts: dict[str, Any] = {"exp_dir": str(exp_dir)}
     history_path = exp_dir / "history.json"

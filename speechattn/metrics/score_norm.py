@@ -37,6 +37,7 @@ import kaldiio
 import numpy as np
 
 from speechattn.data.kaldi_dir import KaldiDataError
+from speechattn.data.trials import Trial
 from speechattn.utils.atomic import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def adaptive_snorm(raw: np.ndarray, mean1: np.ndarray, std1: np.ndarray, mean2: 
     return 0.5 * ((raw - mean1) / std1 + (raw - mean2) / std2)
 
 
-def score_trials_asnorm(trials: Sequence[tuple[int, str, str]], embeddings: Mapping[str, np.ndarray],
+def score_trials_asnorm(trials: Sequence[Trial], embeddings: Mapping[str, np.ndarray],
                         cohort: np.ndarray, top_n: int = 100, subtract_mean: np.ndarray | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Raw cosine and AS-normalised scores ``(N,)`` of ``trials`` (``(label, utt1, utt2)``).

@@ -7,22 +7,16 @@ group, so no operating point splits a tie (a tie is either all accepted or all r
 is interpolated on the segment between the two operating points that bracket it, which is what a
 random decision on the tied group would achieve.
 
-Trial lists use the VoxCeleb format, one trial per line: ``LABEL UTT1 UTT2`` with LABEL 1 for a
-target (same speaker) trial and 0 for a non-target trial.
+Trials are :class:`speechattn.data.trials.Trial` ``(label, utt1, utt2)`` (read and written there,
+VoxCeleb format ``LABEL UTT1 UTT2``, 1 = target).
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from speechattn.data.kaldi_dir import KaldiDataError, read_text_lines
-from speechattn.utils.atomic import atomic_write_text
-
-
-Trial = tuple[int, str, str]
+from speechattn.data.trials import Trial
 
 
 def _scores_1d(scores: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
@@ -142,40 +136,3 @@ def score_trials(trials: Sequence[Trial], embeddings: Mapping[str, np.ndarray]) 
     first = np.fromiter((index[t[1]] for t in trials), dtype=np.int64, count=len(trials))
     second = np.fromiter((index[t[2]] for t in trials), dtype=np.int64, count=len(trials))
     return np.einsum("nd,nd->n", matrix[first], matrix[second])
-
-
-def read_trials(path: str | os.PathLike) -> list[Trial]:
-    """Read a VoxCeleb trial list ``LABEL UTT1 UTT2`` (1 target, 0 non-target); blank lines are skipped.
-
-    Raises:
-        KaldiDataError: ``"{path}:{line}: ..."`` for a line without exactly three fields or with a
-            label other than 0/1.
-    """
-    trials: list[Trial] = []
-    for line_number, line in read_text_lines(path, what="trials file"):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3:
-            raise KaldiDataError(
-                f"{path}:{line_number}: expected 'LABEL UTT1 UTT2', got {len(fields)} fields: {line.strip()!r}"
-            )
-        label, utt1, utt2 = fields
-        if label not in ("0", "1"):
-            raise KaldiDataError(
-                f"{path}:{line_number}: label must be 1 (target) or 0 (non-target), got {label!r}"
-            )
-        trials.append((int(label), utt1, utt2))
-    return trials
-
-
-def write_trials(path: str | os.PathLike, trials: Sequence[Trial]) -> None:
-    """Write a VoxCeleb trial list atomically."""
-    lines = []
-    for trial_number, (label, utt1, utt2) in enumerate(trials, start=1):
-        if label not in (0, 1):
-            raise ValueError(f"trial {trial_number}: label must be 0 or 1, got {label!r}")
-        if not utt1 or not utt2 or any(ch.isspace() for ch in utt1 + utt2):
-            raise ValueError(f"trial {trial_number}: utterance ids must be non-empty without whitespace")
-        lines.append(f"{int(label)} {utt1} {utt2}\n")
-    atomic_write_text(Path(path), "".join(lines))

@@ -7,6 +7,14 @@ Every encoder maps padded frame features to frame vectors::
 and exposes ``output_dim`` (H) and ``receptive_field() -> (left, right)`` in frames (``None`` when it
 is unbounded, e.g. a BLSTM or full self-attention), which chunked long-form inference uses as overlap.
 
+Optional, found by scoring and results tables without knowing the encoder's name:
+
+- ``describe_context(frame_stack) -> str``: the context column of the results table (default: derived
+  from ``receptive_field()``, see :func:`describe_context`);
+- ``attention_weights(x, lengths, layer) -> (B, H, T, W)``: one layer's attention, drawn as the attention
+  map; with ``attention_window() -> (L, R)`` the weights are banded (``W = L + R + 1``), without it (or
+  when it returns None) full (``W = T``).
+
 Models:
     ``mlp_context``            the classic frame classifier: ±k frames concatenated, then an MLP.
     ``blstm``                  bidirectional LSTM (unbounded context, sequential).
@@ -27,6 +35,7 @@ import torch
 from torch import nn
 
 from speechattn.models.masks import padding_mask
+from speechattn.models.stacking import stacked_receptive_field
 from speechattn.models.transformer import SelfAttentionEncoder
 
 
@@ -89,6 +98,9 @@ class MLPContextEncoder(nn.Module):
     def receptive_field(self) -> tuple[int, int]:
         return self.context, self.context
 
+    def describe_context(self, frame_stack: int = 1) -> str:
+        return f"±{self.context}" if frame_stack == 1 else f"±{self.context} positions of {frame_stack} frames"
+
 
 @register_encoder("blstm")
 class BLSTMEncoder(nn.Module):
@@ -146,3 +158,23 @@ def build_encoder(cfg: Mapping[str, Any], input_dim: int) -> nn.Module:
         raise ValueError(f"unknown model '{name}': expected one of {', '.join(registered_encoders())} "
                          f"or a module speechattn/models/{name}.py registering it")
     return _ENCODERS[name](input_dim, **kwargs)
+
+
+def describe_context(encoder: nn.Module, frame_stack: int = 1) -> str:
+    """What one output frame of ``encoder`` sees, for results tables: ``encoder.describe_context(k)`` when
+    it defines one, else from its receptive field (``"whole utterance"`` when unbounded).
+
+    Example:
+        >>> describe_context(build_encoder({"name": "blstm", "hidden_dim": 8, "num_layers": 1}, 4))
+        'whole utterance'
+    """
+    if hasattr(encoder, "describe_context"):
+        return str(encoder.describe_context(frame_stack))
+    rf = stacked_receptive_field(encoder.receptive_field(), frame_stack)
+    return "whole utterance" if rf is None else f"[t-{rf[0]}, t+{rf[1]}]"
+
+
+def attention_window(encoder: nn.Module) -> tuple[int, int] | None:
+    """(L, R) of an attention encoder's banded weights, None when they are full (``T x T``) or absent."""
+    window = getattr(encoder, "attention_window", None)
+    return window() if callable(window) else None

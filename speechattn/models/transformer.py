@@ -230,16 +230,31 @@ class SelfAttentionEncoder(nn.Module):
         )
         self.final_norm = nn.LayerNorm(d_model)
 
-    def receptive_field(self) -> tuple[int, int]:
+    def receptive_field(self) -> tuple[int, int] | None:
         """(left_frames, right_frames) an output frame depends on: ``(layers*(L + c//2) + k//2, ...)``
-        for positional kernel k and convolution-module kernel c (0 when absent).
-
-        Raises ValueError for full attention (unbounded)."""
+        for positional kernel k and convolution-module kernel c (0 when absent); None for full attention
+        (unbounded), as for every unbounded encoder."""
         if self.left is None or self.right is None:
-            raise ValueError("full attention (left=right=None) has an unbounded receptive field")
+            return None
         half = self.pos_conv.kernel_size // 2
         left, right = (sum(side) for side in zip(*(layer.context() for layer in self.layers)))
         return left + half, right + half
+
+    def describe_context(self, frame_stack: int = 1) -> str:
+        """The context of one output frame in 10 ms frames, for results tables (``frame_stack`` frames per
+        position): ``"[t-33, t+33] + conv ±21 × 4 layers"``, or ``"whole utterance"`` for full attention."""
+        if self.left is None or self.right is None:
+            return "whole utterance"
+        k = frame_stack
+        conv = self.layers[0].conv
+        reach = (conv.kernel_size // 2) * k if conv is not None else 0
+        window = f"[t-{self.left * k}, t+{self.right * k}]" + (f" + conv ±{reach}" if reach else "")
+        return f"{window} × {self.num_layers} layers"
+
+    def attention_window(self) -> tuple[int, int] | None:
+        """(L, R) positions of the banded ``(B, H, T, L + R + 1)`` weights of :meth:`attention_weights`;
+        None for full attention (``(B, H, T, T)`` weights)."""
+        return None if self.left is None or self.right is None else (self.left, self.right)
 
     def forward(
         self, x: Tensor, lengths: Tensor, return_attention: int | None = None

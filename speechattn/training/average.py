@@ -4,7 +4,7 @@ ESPnet ``average_nbest_models``, WeNet ``average_model.py``).
 Floating-point tensors are averaged in float64 and cast back; integer tensors (BatchNorm's
 ``num_batches_tracked``) get the floor of their mean, as ESPnet does. Every checkpoint must have the same
 keys, shapes and dtypes (an error names the checkpoint and key otherwise). Checkpoints are read with
-``weights_only=True`` (:func:`speechattn.training.checkpoint.load_checkpoint`).
+``weights_only=True`` (:func:`speechattn.utils.checkpoint.load_checkpoint`).
 
 :func:`average_best` averages the ``n`` best epochs kept by a
 :class:`~speechattn.training.selection.ModelSelector` (``<dir>/best.json`` + ``epoch-N.pt``).
@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from speechattn.training.checkpoint import load_checkpoint, save_checkpoint
+from speechattn.utils.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from speechattn.data.dataset import Batch
-from speechattn.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from speechattn.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from speechattn.training.distributed import DistInfo, all_reduce_sum
 from speechattn.training.seed import rng_state, set_rng_state
 from speechattn.utils.atomic import atomic_write_text

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Protocol
 import torch
 from torch import nn
 
-from speechattn.training.checkpoint import save_checkpoint
+from speechattn.utils.checkpoint import save_checkpoint
 from speechattn.utils.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,5 @@
-"""Phone classification: one label per frame (sequence labelling).
-
-The model is an encoder (``speechattn.models.encoders``) followed by a linear layer to the phone classes;
-the loss is frame-level cross-entropy over real (non-padded) frames.
+"""Frame classifier: an encoder (``speechattn.models.encoders``) followed by a linear layer to the classes,
+one label per 10 ms frame (phone classification; the loss is in :mod:`speechattn.tasks.phone`).
 
 Example:
     >>> from speechattn.models.encoders import MLPContextEncoder
@@ -13,13 +11,9 @@ Example:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from speechattn.models.stacking import stack_frames
-
-IGNORE_INDEX = -100  # label of padded frames: excluded from loss and accuracy
-
+from speechattn.models.stacking import stack_frames, stacked_receptive_field
 
 class FrameClassifier(nn.Module):
     """Encoder + per-frame linear classifier, optionally over stacked frames.
@@ -64,26 +58,4 @@ class FrameClassifier(nn.Module):
 
     def receptive_field(self) -> tuple[int, int] | None:
         """Frames of context (left, right) an output frame depends on; None when unbounded."""
-        try:
-            rf = self.encoder.receptive_field()
-        except ValueError:  # full attention: unbounded
-            return None
-        if rf is None or self.frame_stack == 1:
-            return rf
-        k = self.frame_stack
-        # A frame sees its own position's k frames plus rf positions on each side; rounding the context
-        # up to whole positions keeps chunk boundaries aligned with the stacking grid.
-        return (rf[0] + 1) * k, (rf[1] + 1) * k
-
-
-def frame_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy over real frames. logits: (B, T, C); targets: (B, T) with IGNORE_INDEX on padding."""
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
-                           label_smoothing=label_smoothing)
-
-
-@torch.no_grad()
-def frame_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
-    """(correct, counted) frames of a batch, padding excluded."""
-    valid = targets != IGNORE_INDEX
-    return int(((logits.argmax(-1) == targets) & valid).sum()), int(valid.sum())
+        return stacked_receptive_field(self.encoder.receptive_field(), self.frame_stack)

@@ -1,4 +1,4 @@
-"""Speaker identification head: frame pooling, utterance embedding, AAM-softmax, crops and SpecAugment.
+"""Speaker models: frame pooling, utterance embedding, AAM-softmax / softmax heads.
 
 The encoder (any module with ``forward(x (B, T, F), lengths (B,)) -> (B, T, H)`` and ``output_dim``) gives
 one vector per frame; a pooling layer turns them into one vector per utterance, a linear layer + batch norm
@@ -22,7 +22,6 @@ from speechattn.models.masks import padding_mask
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "padding_mask",
     "MeanPooling",
     "AttentiveStatsPooling",
     "SelfAttentionPooling",
@@ -30,8 +29,6 @@ __all__ = [
     "AAMSoftmax",
     "SoftmaxHead",
     "SpeakerModel",
-    "random_crop",
-    "RandomCrop",
 ]
 
 
@@ -339,56 +336,3 @@ class SpeakerModel(nn.Module):
     def loss(self, x: Tensor, lengths: Tensor, targets: Tensor) -> Tensor:
         """Mean cross entropy of the (margin-penalised) logits against speaker indices ``targets`` (B,)."""
         return F.cross_entropy(self.logits(self(x, lengths), targets), targets)
-
-
-def random_crop(feats: Tensor, crop_frames: int, generator: torch.Generator | None = None) -> tuple[Tensor, int]:
-    """A random ``crop_frames``-long window of ``feats`` (T, D), zero-padded at the end when T < crop_frames.
-
-    Returns ``(crop (crop_frames, D), length)`` where ``length = min(T, crop_frames)`` is the number of real
-    frames (give it to the model as the utterance length so the padding is masked).
-
-    Example:
-        >>> crop, length = random_crop(torch.randn(500, 80), 300, torch.Generator().manual_seed(0))
-        >>> crop.shape, length
-        (torch.Size([300, 80]), 300)
-    """
-    if feats.dim() != 2:
-        raise ValueError(f"feats must be (T, D), got shape {tuple(feats.shape)}")
-    if crop_frames < 1:
-        raise ValueError(f"crop_frames must be >= 1, got {crop_frames}")
-    num_frames = feats.size(0)
-    if num_frames == 0:
-        raise ValueError("cannot crop an utterance with 0 frames")
-    if num_frames <= crop_frames:
-        if num_frames < crop_frames:
-            logger.debug("utterance of %d frames padded to the %d-frame crop", num_frames, crop_frames)
-        return F.pad(feats, (0, 0, 0, crop_frames - num_frames)), num_frames
-    start = int(torch.randint(0, num_frames - crop_frames + 1, (1,), generator=generator))
-    return feats[start : start + crop_frames], crop_frames
-
-
-class RandomCrop:
-    """Seeded :func:`random_crop` that counts how many utterances were shorter than the crop.
-
-    Example:
-        >>> cropper = RandomCrop(crop_frames=200, seed=0)
-        >>> crop, length = cropper(torch.randn(150, 80))
-        >>> length, cropper.num_padded, cropper.num_crops
-        (150, 1, 1)
-    """
-
-    def __init__(self, crop_frames: int, seed: int = 0) -> None:
-        self.crop_frames = crop_frames
-        self.generator = torch.Generator().manual_seed(seed)
-        self.num_crops = 0
-        self.num_padded = 0
-
-    def __call__(self, feats: Tensor) -> tuple[Tensor, int]:
-        crop, length = random_crop(feats, self.crop_frames, self.generator)
-        self.num_crops += 1
-        if length < self.crop_frames:
-            if self.num_padded == 0:  # warn once; the count tells the rest
-                logger.warning("utterance shorter than the %d-frame crop (%d frames): zero-padded; "
-                               "see RandomCrop.num_padded for the total", self.crop_frames, length)
-            self.num_padded += 1
-        return crop, length
