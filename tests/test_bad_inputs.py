@@ -51,8 +51,8 @@ from speechattn.data.kaldi_dir import KaldiDataError, read_table, read_table_lis
 from speechattn.data.kaldi_io import is_command, read_scp
 from speechattn.features.cmvn import CmvnError, read_stats
 from speechattn.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from speechattn.training.phone_setup import build_phone_model
-from speechattn.training.sid_setup import build_sid_model
+from speechattn.models.frame_classifier import build_phone_model
+from speechattn.models.speaker import build_sid_model
 from speechattn.utils import atomic
 from speechattn.utils.atomic import OutputError
 
@@ -809,7 +809,7 @@ def _segmented_dir(root: Path) -> tuple[Path, np.ndarray]:
 
 @PHASE_B
 def test_phase_b_phone_inference_honours_segments(phone_exp: Path, tmp_path: Path, cli) -> None:
-    from speechattn.inference.phone import PhoneLabeler
+    from speechattn.tasks.phone_predictor import PhoneLabeler
 
     data, audio = _segmented_dir(tmp_path)
     out = tmp_path / "out"

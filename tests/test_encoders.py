@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from speechattn.models.encoders import build_encoder, padding_mask
-from speechattn.tasks.phone import IGNORE_INDEX, FrameClassifier, frame_correct, frame_loss
+from speechattn.data.dataset import IGNORE_INDEX
+from speechattn.models.frame_classifier import FrameClassifier
+from speechattn.tasks.phone import frame_correct, frame_loss
 
 torch.set_num_threads(1)
 
@@ -65,7 +67,7 @@ def test_loss_and_accuracy_ignore_padding() -> None:
 
 
 def test_frame_stacking_keeps_one_label_per_frame_and_a_bounded_receptive_field() -> None:
-    from speechattn.training.phone_setup import build_phone_model
+    from speechattn.models.frame_classifier import build_phone_model
 
     torch.manual_seed(0)
     cfg = {**CONFIGS["truncated_transformer"], "frame_stack": 3, "left": 7, "right": 4}

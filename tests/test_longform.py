@@ -14,7 +14,7 @@ from torch import nn
 from speechattn.data.audio import AudioError, iter_audio_blocks
 from speechattn.features.extract import FeatureConfig, compute_features, feature_context_frames
 from speechattn.data.framing import frame_span_samples, num_frames
-from speechattn.inference.longform import iter_chunked_logits, iter_chunked_predictions, runs_to_ctm
+from speechattn.tasks.longform import iter_chunked_logits, iter_chunked_predictions, runs_to_ctm
 
 SR = 16000
 torch.set_num_threads(1)

@@ -13,8 +13,8 @@ from phone_data import make_phone_corpus, phone_overrides, synth_utterance
 from speechattn.bin._hydra import CONF_DIR
 from speechattn.bin.train import run
 from speechattn.data.kaldi_dir import read_table_lists
-from speechattn.inference.phone import PhoneLabeler
-from speechattn.inference.phone_infer import infer_phone_dir
+from speechattn.tasks.phone_predictor import PhoneLabeler
+from speechattn.inference.driver import infer_dir
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _wav_only_dir(tmp_path: Path, n: int = 3) -> tuple[Path, dict[str, np.ndarra
 def test_infer_on_wav_scp_only(exp_dir: Path, tmp_path: Path) -> None:
     data, audio = _wav_only_dir(tmp_path)
     out = tmp_path / "out"
-    infer_phone_dir(exp_dir, data, out)
+    infer_dir(exp_dir, data, out)
     frames = read_table_lists(out / "frames.txt", check_sorted=False)
     assert list(frames) == sorted(audio)
     for utt, wav in audio.items():
@@ -57,7 +57,7 @@ def test_infer_on_wav_scp_only(exp_dir: Path, tmp_path: Path) -> None:
         expanded = [r[4] for r in rows for _ in range(round(float(r[3]) / 0.01))]
         assert expanded == frames[utt]
     mtime = (out / "frames.txt").stat().st_mtime_ns
-    infer_phone_dir(exp_dir, data, out)  # complete output: skipped
+    infer_dir(exp_dir, data, out)  # complete output: skipped
     assert (out / "frames.txt").stat().st_mtime_ns == mtime
 
 
@@ -69,7 +69,7 @@ def test_bad_audio_is_skipped_and_listed(exp_dir: Path, tmp_path: Path) -> None:
     lines = f"a_empty {tmp_path / 'empty.wav'}\na_short {tmp_path / 'short.wav'}\n" + lines
     (data / "wav.scp").write_text(lines)
     out = tmp_path / "out"
-    infer_phone_dir(exp_dir, data, out)
+    infer_dir(exp_dir, data, out)
     failed = (out / "failed.txt").read_text()
     assert "a_empty" in failed and "a_short" in failed and "wav.scp:1" in failed and "wav.scp:2" in failed
     assert set(read_table_lists(out / "frames.txt", check_sorted=False)) == set(audio)
@@ -80,7 +80,7 @@ def test_pipes_refused_unless_enabled(exp_dir: Path, tmp_path: Path) -> None:
     data.mkdir()
     (data / "wav.scp").write_text("u1 cat /nonexistent.wav |\n")
     out = tmp_path / "out"
-    infer_phone_dir(exp_dir, data, out)
+    infer_dir(exp_dir, data, out)
     assert "pipe" in (out / "failed.txt").read_text()
 
 
@@ -89,7 +89,7 @@ def test_unsorted_wav_scp_is_an_error_naming_the_line(exp_dir: Path, tmp_path: P
     lines = (data / "wav.scp").read_text().splitlines()
     (data / "wav.scp").write_text("\n".join(reversed(lines)) + "\n")
     with pytest.raises(ValueError, match=r"wav.scp:2"):
-        infer_phone_dir(exp_dir, data, tmp_path / "out")
+        infer_dir(exp_dir, data, tmp_path / "out")
 
 
 def test_long_form_chunked_labels_equal_whole_utterance(exp_dir: Path, tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_corrupt_block_in_a_long_file_is_reported_with_its_offset(exp_dir: Path,
     long_path.write_bytes(bytes(raw))
     (data / "wav.scp").write_text(f"a_long {long_path}\n" + (data / "wav.scp").read_text())
     out = tmp_path / "out"
-    infer_phone_dir(exp_dir, data, out, chunk_frames=500)  # long file > chunk: the chunked path reads blocks
+    infer_dir(exp_dir, data, out, chunk_frames=500)  # long file > chunk: the chunked path reads blocks
     failed = (out / "failed.txt").read_text()
     assert failed.startswith("a_long") and "corrupt audio block at" in failed and " s" in failed
     frames = read_table_lists(out / "frames.txt", check_sorted=False)

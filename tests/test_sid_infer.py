@@ -24,11 +24,11 @@ from speechattn.data.kaldi_dir import KaldiDataError, read_table, utt2spk_to_spk
 from speechattn.data.sid_splits import make_trials
 from speechattn.data.speakers import write_speakers
 from speechattn.data.trials import write_trials
-from speechattn.inference.sid import SpeakerEmbedder
-from speechattn.inference.sid_infer import infer_sid_dir
-from speechattn.inference.sid_score import score_sid
+from speechattn.tasks.sid_predictor import SpeakerEmbedder
+from speechattn.inference.driver import infer_dir
+from speechattn.tasks.sid_scoring import score_sid
 from speechattn.utils.checkpoint import load_checkpoint
-from speechattn.training.sid_setup import SpeakerCropDataset, SpeakerBatchSampler, crop_window
+from speechattn.data.crops import SpeakerBatchSampler, SpeakerCropDataset, crop_window
 
 SR = 16000
 SPEAKERS = ["spkA", "spkB", "spkC"]
@@ -198,7 +198,7 @@ def test_infer_on_wav_scp_only_with_an_empty_file(exp: Path, corpus: Path, tmp_p
     wav_scp.update({"zz-empty": str(empty), "zz-long": str(long_utt)})
     write_table(data / "wav.scp", wav_scp)
     out = tmp_path / "out"
-    infer_sid_dir(exp, data, out)
+    infer_dir(exp, data, out)
 
     failed = (out / "failed.txt").read_text().splitlines()
     assert len(failed) == 1 and failed[0].startswith("zz-empty ") and "empty" in failed[0]
@@ -219,9 +219,9 @@ def test_infer_on_wav_scp_only_with_an_empty_file(exp: Path, corpus: Path, tmp_p
 
     # Complete outputs are skipped; force=true redoes them.
     mtime = (out / "predictions.txt").stat().st_mtime_ns
-    infer_sid_dir(exp, data, out)
+    infer_dir(exp, data, out)
     assert (out / "predictions.txt").stat().st_mtime_ns == mtime
-    infer_sid_dir(exp, data, out, force=True)
+    infer_dir(exp, data, out, force=True)
     assert (out / "predictions.txt").stat().st_mtime_ns != mtime
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -229,7 +229,7 @@ def test_infer_on_wav_scp_only_with_an_empty_file(exp: Path, corpus: Path, tmp_p
 def test_score_identification_and_verification(exp: Path, corpus: Path, tmp_path: Path) -> None:
     test_dir = corpus / "test"
     out = tmp_path / "decode"
-    infer_sid_dir(exp, test_dir, out)
+    infer_dir(exp, test_dir, out)
     trials_dir = tmp_path / "ref"
     trials_dir.mkdir()
     (trials_dir / "utt2spk").write_text((test_dir / "utt2spk").read_text())

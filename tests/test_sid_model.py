@@ -7,16 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from speechattn.tasks.sid import (
+from speechattn.data.crops import RandomCrop, random_crop
+from speechattn.models.masks import padding_mask
+from speechattn.models.speaker import (
     AAMSoftmax,
     AttentiveStatsPooling,
     MeanPooling,
-    RandomCrop,
     SelfAttentionPooling,
     SoftmaxHead,
     SpeakerModel,
-    padding_mask,
-    random_crop,
 )
 
 torch.set_num_threads(1)

@@ -7,7 +7,7 @@ import torch
 
 from speechattn.models.encoders import build_encoder, registered_encoders
 from speechattn.models.stacking import stack_frames
-from speechattn.training.phone_setup import build_phone_model
+from speechattn.models.frame_classifier import build_phone_model
 
 CFG = {"name": "torchaudio_conformer", "frame_stack": 3, "d_model": 32, "num_layers": 2, "num_heads": 2,
        "ffn_dim": 64, "conv_kernel": 7, "dropout": 0.1}

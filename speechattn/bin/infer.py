@@ -1,16 +1,16 @@
 """speechattn-infer: label any Kaldi data directory with a trained model (stage 4 of the recipes).
 
-    speechattn-infer task=phone exp_dir=EXP data_dir=DATA output_dir=OUT
-        -> OUT/frames.txt   `UTT LABEL LABEL ...`, one phone per 10 ms frame (frame i covers [10i, 10i+25) ms)
+    speechattn-infer exp_dir=EXP data_dir=DATA output_dir=OUT      (the task is the checkpoint's)
+    phone -> OUT/frames.txt   `UTT LABEL LABEL ...`, one phone per 10 ms frame (frame i covers [10i, 10i+25) ms)
            OUT/phones.ctm   `UTT 1 START DUR PHONE`, runs of equal frame labels merged
-    speechattn-infer task=sid exp_dir=EXP data_dir=DATA output_dir=OUT
-        -> OUT/predictions.txt  `UTT SPEAKER SCORE` (top-1 among the training speakers, cosine score)
+    sid   -> OUT/predictions.txt  `UTT SPEAKER SCORE` (top-1 among the training speakers, cosine score)
            OUT/embeddings.scp/.ark  one embedding per utterance (kaldiio)
 
 Only ``wav.scp`` is required. Audio that cannot be used (unreadable, empty, shorter than one 25 ms window)
 is skipped, counted in the log and listed in ``OUT/failed.txt``. Outputs are written to temporary files
-and renamed when complete, so an interrupted run never leaves a partial ``frames.txt``; a complete
-output directory is skipped unless ``force=true``.
+and renamed when complete, so an interrupted run never leaves partial outputs; a complete output
+directory is skipped unless ``force=true`` (:mod:`speechattn.inference.driver`). ``task=phone|sid`` is
+accepted and checked against the checkpoint.
 """
 from __future__ import annotations
 
@@ -34,17 +34,10 @@ def main(cfg: DictConfig) -> None:
         out = Path(cfg.output_dir)
         device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                               else ("cpu" if cfg.device == "auto" else cfg.device))
-        if cfg.task == "phone":
-            from speechattn.inference.phone_infer import infer_phone_dir
-            infer_phone_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint,
-                            allow_pipes=bool(cfg.allow_pipes), device=device, chunk_frames=int(cfg.chunk_frames),
-                            force=bool(cfg.force))
-        elif cfg.task == "sid":
-            from speechattn.inference.sid_infer import infer_sid_dir
-            infer_sid_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint,
-                          allow_pipes=bool(cfg.allow_pipes), device=device, force=bool(cfg.force))
-        else:
-            raise SystemExit(f"speechattn-infer: unknown task '{cfg.task}' (phone | sid)")
+        from speechattn.inference.driver import infer_dir
+        infer_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint, task=cfg.task,
+                  allow_pipes=bool(cfg.allow_pipes), device=device, force=bool(cfg.force),
+                  chunk_frames=int(cfg.chunk_frames))
 
 
 if __name__ == "__main__":

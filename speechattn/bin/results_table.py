@@ -4,7 +4,8 @@
     speechattn-results task=sid exp_root=exp output=RESULTS.md
 
 Reads ``exp_root/*/scores/scores.json`` (written by speechattn-score) and writes a table sorted by
-experiment name. Phone columns: frame accuracy, PER; speaker (sid) columns: identification top-1/top-5 and
+experiment name. The context / encoder columns are the descriptions speechattn-score stored (from the
+encoder's ``describe_context``), so a new encoder gets its column without a change here. Phone columns: frame accuracy, PER; speaker (sid) columns: identification top-1/top-5 and
 verification EER/minDCF (empty where an experiment was not scored that way).
 Plain argparse-free ``key=value`` arguments, like the Hydra entry points.
 """
@@ -23,24 +24,9 @@ PHONE_COLUMNS = [("model", "model"), ("params (M)", "params"), ("context (frames
                  ("train time (min)", "train_minutes")]
 
 
-def _context(model: dict) -> str:
-    name = model.get("name", "?")
-    if name == "mlp_context":
-        return f"±{model['context']}"
-    if name == "truncated_transformer":
-        k = int(model.get("frame_stack", 1) or 1)
-        # Whole positions, as models.stacking.frames_to_positions rounds them (not imported: no torch here).
-        left, right = -(-int(model["left"]) // k) * k, -(-int(model["right"]) // k) * k
-        conv = (int(model.get("conv_kernel", 0) or 0) // 2) * k  # the convolution module's reach, frames
-        window = f"[t-{left}, t+{right}]" + (f" + conv ±{conv}" if conv else "")
-        return f"{window} × {model['num_layers']} layers"
-    return "whole utterance"
-
-
 def phone_row(exp: Path, scores: dict) -> dict[str, str]:
-    model = scores.get("model", {"name": exp.name})
     params = f"{scores['num_params'] / 1e6:.2f}" if scores.get("num_params") else ""
-    return {"model": exp.name, "params": params, "context": _context(model),
+    return {"model": exp.name, "params": params, "context": scores.get("context", ""),
             "frame_accuracy": f"{scores['frame_accuracy']:.2f}",
             "non_silence_frame_accuracy": f"{scores['non_silence_frame_accuracy']:.2f}",
             "per": f"{scores['per']['per']:.2f}", "best_valid_accuracy": f"{scores.get('best_valid_accuracy', '')}",
@@ -54,17 +40,8 @@ SID_COLUMNS = [("experiment", "experiment"), ("params (M)", "params"), ("encoder
                ("dev acc. (%)", "best_valid_accuracy"), ("epochs", "epochs"), ("train time (min)", "train_minutes")]
 
 
-def _sid_encoder(model: dict, sid: dict) -> str:
-    name = model.get("name", "?")
-    size = f"{model.get('num_layers', '?')}x{model.get('d_model', '?')}"
-    frame_ms = 10 * int(model.get("frame_stack", 1) or 1)
-    if name == "truncated_transformer":  # left/right are in 10 ms frames
-        return f"{name} {size}, [t-{model['left']}, t+{model['right']}] frames, {frame_ms} ms positions"
-    return f"{name} {size}, {frame_ms} ms positions"
-
-
 def sid_row(exp: Path, scores: dict) -> dict[str, str]:
-    model, sid = scores.get("model", {}), scores.get("sid", {})
+    sid = scores.get("sid", {})
     ident, verif = scores.get("identification", {}), scores.get("verification", {})
     params = f"{scores['num_params'] / 1e6:.2f}" if scores.get("num_params") else ""
     if ident:
@@ -75,7 +52,7 @@ def sid_row(exp: Path, scores: dict) -> dict[str, str]:
         speakers = ""
     trials = f", {verif['num_trials']} trials" if verif else ""
     p_target = f" (p={verif['p_target']:g})" if verif else ""
-    return {"experiment": exp.name, "params": params, "encoder": _sid_encoder(model, sid) if model else "",
+    return {"experiment": exp.name, "params": params, "encoder": scores.get("encoder", ""),
             "head": f"{sid.get('pooling', '?')} / {sid.get('head', '?')}" if sid else "",
             "test_set": f"{Path(scores.get('ref_dir', '')).name}{trials}", "speakers": speakers,
             "top1": f"{ident['top1']:.2f}" if ident else "", "top5": f"{ident['top5']:.2f}" if ident else "",

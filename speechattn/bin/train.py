@@ -50,14 +50,8 @@ def run(cfg: DictConfig, exp_dir: Path) -> dict | None:
         log.info("%s is complete (remove %s or the directory to retrain): skipping", exp_dir, done_marker)
         return None
     seed_everything(int(cfg.trainer.seed) + dist_info.rank)
-    if cfg.task == "phone":
-        from speechattn.training.phone_setup import build_phone_training
-        trainer = build_phone_training(cfg, exp_dir, device, dist_info)
-    elif cfg.task == "sid":
-        from speechattn.training.sid_setup import build_sid_training
-        trainer = build_sid_training(cfg, exp_dir, device, dist_info)
-    else:
-        raise ValueError(f"unknown task '{cfg.task}' (phone | sid)")
+    from speechattn.training.setup import build_training
+    trainer = build_training(cfg, exp_dir, device, dist_info)
     try:
         state = trainer.fit()
     finally:

@@ -1,1 +1,1 @@
-"""Inference on new audio: whole-utterance and exact chunked long-form labelling (``longform``)."""
+"""Inference over Kaldi data directories for any task (:mod:`speechattn.inference.driver`)."""

@@ -10,10 +10,14 @@ Example:
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import nn
 
-from speechattn.models.stacking import stack_frames, stacked_receptive_field
+from speechattn.models.encoders import build_encoder
+from speechattn.models.stacking import split_frame_stack, stack_frames, stacked_receptive_field
+
 
 class FrameClassifier(nn.Module):
     """Encoder + per-frame linear classifier, optionally over stacked frames.
@@ -59,3 +63,10 @@ class FrameClassifier(nn.Module):
     def receptive_field(self) -> tuple[int, int] | None:
         """Frames of context (left, right) an output frame depends on; None when unbounded."""
         return stacked_receptive_field(self.encoder.receptive_field(), self.frame_stack)
+
+
+def build_phone_model(model_cfg: Mapping[str, Any], input_dim: int, num_classes: int) -> FrameClassifier:
+    """Encoder + classifier from the ``model`` config group. ``frame_stack`` (default 1) stacks that many
+    frames per encoder position; ``left``/``right`` stay in 10 ms frames and are converted to positions."""
+    k, cfg = split_frame_stack(model_cfg)
+    return FrameClassifier(build_encoder(cfg, input_dim * k), num_classes, frame_stack=k)

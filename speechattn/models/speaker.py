@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speechattn.models.encoders import build_encoder
 from speechattn.models.masks import padding_mask
+from speechattn.models.stacking import FrameStackEncoder, split_frame_stack
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ __all__ = [
     "AAMSoftmax",
     "SoftmaxHead",
     "SpeakerModel",
+    "build_sid_model",
 ]
 
 
@@ -336,3 +340,29 @@ class SpeakerModel(nn.Module):
     def loss(self, x: Tensor, lengths: Tensor, targets: Tensor) -> Tensor:
         """Mean cross entropy of the (margin-penalised) logits against speaker indices ``targets`` (B,)."""
         return F.cross_entropy(self.logits(self(x, lengths), targets), targets)
+
+
+def build_sid_model(model_cfg: Mapping[str, Any], sid_cfg: Mapping[str, Any], input_dim: int,
+                    num_speakers: int) -> SpeakerModel:
+    """Speaker model from the ``model`` group (encoder) and the ``sid`` group (pooling, embedding, head).
+
+    As for the phone models, ``model.frame_stack`` (default 1) stacks that many 10 ms frames per encoder
+    position, and ``model.left``/``model.right`` are in 10 ms frames, rounded up to whole positions.
+
+    Example:
+        >>> model = build_sid_model({"name": "truncated_transformer", "frame_stack": 2, "d_model": 32,
+        ...                          "num_layers": 1, "num_heads": 2, "ffn_dim": 64, "left": 8, "right": 8},
+        ...                         {"pooling": "attentive_stats", "embed_dim": 16}, 80, 5)
+        >>> model(torch.randn(3, 50, 80), torch.tensor([50, 31, 7])).shape
+        torch.Size([3, 16])
+        >>> model.encoder.encoder.left                       # 8 frames = 4 positions of 20 ms
+        4
+    """
+    sid_cfg = dict(sid_cfg)
+    factor, model_cfg = split_frame_stack(model_cfg)
+    encoder = FrameStackEncoder(build_encoder(model_cfg, input_dim * factor), factor)
+    return SpeakerModel(encoder, num_speakers, pooling=sid_cfg.get("pooling", "attentive_stats"),
+                        embed_dim=int(sid_cfg.get("embed_dim", 192)), head=sid_cfg.get("head", "aam"),
+                        margin=float(sid_cfg.get("margin", 0.2)), scale=float(sid_cfg.get("scale", 30.0)),
+                        easy_margin=bool(sid_cfg.get("easy_margin", False)),
+                        pooling_kwargs=dict(sid_cfg.get("pooling_kwargs") or {}))

@@ -302,7 +302,9 @@ class SelfAttentionEncoder(nn.Module):
 
     @torch.no_grad()
     def attention_weights(self, x: Tensor, lengths: Tensor, layer: int) -> Tensor:
-        """Layer ``layer``'s attention weights ``(B, H, T, L + R + 1)`` (eval mode, no grad), for pictures."""
+        """Layer ``layer``'s attention weights ``(B, H, T, L + R + 1)`` (eval mode, no grad), for pictures;
+        ``layer`` counts from the end when negative (-1 = last)."""
+        layer = layer % self.num_layers
         was_training = self.training
         self.eval()
         try:

@@ -2,7 +2,7 @@
 verification EER on dev trials, identification top-1, both on whole dev utterances.
 
 The model is any speaker model with ``forward(feats (B, T, F), lengths (B,)) -> embeddings (B, E)`` and,
-for identification, ``logits(embeddings) -> (B, C)`` (:class:`speechattn.tasks.sid.SpeakerModel`).
+for identification, ``logits(embeddings) -> (B, C)`` (:class:`speechattn.models.speaker.SpeakerModel`).
 Utterances are embedded whole (what inference does), in batches of similar length up to
 ``max_frames_per_batch`` padded frames, in eval mode and without gradients; the model's mode is
 restored afterwards.

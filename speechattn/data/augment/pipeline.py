@@ -10,7 +10,7 @@ babble, musan_noise, musan_music, musan_speech.
 
 **Reproducible from (seed, epoch, index)**: every random choice for a crop comes from generators seeded
 with ``(seed, epoch, index, stream)`` (the crop position of
-:func:`speechattn.training.sid_setup.crop_window` uses ``(seed, epoch, index)``), so a resumed run, a
+:func:`speechattn.data.crops.crop_window` uses ``(seed, epoch, index)``), so a resumed run, a
 DataLoader worker or another DDP rank draws exactly the same augmentation for the same crop.
 
 **Speed perturbation** (``torchaudio.functional.speed``: tempo and pitch together, as ``sox speed``)

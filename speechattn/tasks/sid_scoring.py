@@ -1,4 +1,4 @@
-"""Scores and pictures of a speaker experiment (``speechattn-score task=sid``, stage 5 of the sid recipes).
+"""Scores and pictures of a speaker experiment (``speechattn-score``, stage 5 of the sid recipes).
 
     speechattn-score task=sid exp_dir=EXP ref_dir=data/ident_test hyp_dir=EXP/decode_ident_test output_dir=EXP/scores
     speechattn-score task=sid exp_dir=EXP ref_dir=data/verif_test hyp_dir=EXP/decode_verif_test output_dir=EXP/scores
@@ -29,7 +29,11 @@ import torch
 from omegaconf import DictConfig
 
 from speechattn.data.kaldi_dir import KaldiDataError, read_table
+from speechattn.models.encoders import describe_context
+from speechattn.tasks.base import check_no_failures, experiment_facts
+from speechattn.tasks.sid_predictor import SpeakerEmbedder
 from speechattn.utils.atomic import atomic_write_text
+from speechattn.utils.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -39,31 +43,16 @@ def read_embeddings(scp: Path, *, allow_pipes: bool = False) -> dict[str, np.nda
     from speechattn.data.kaldi_io import read_scp
 
     if not scp.is_file():
-        raise KaldiDataError(f"{scp}:0: missing (run speechattn-infer task=sid first)")
+        raise KaldiDataError(f"{scp}:0: missing (run speechattn-infer first)")
     return {utt: np.asarray(vec, dtype=np.float32)
             for utt, vec in read_scp(scp, allow_pipes=allow_pipes, check_sorted=False).items()}
 
 
-def _check_no_failures(hyp_dir: Path) -> None:
-    failed = hyp_dir / "failed.txt"
-    if failed.exists() and failed.stat().st_size:
-        count = sum(1 for line in failed.read_text().splitlines() if line.strip())
-        raise ValueError(f"{failed}: {count} test utterance(s) were not embedded; fix them before scoring")
-
-
 def _experiment_facts(exp_dir: Path) -> dict[str, Any]:
-    """Training facts for the results table: epochs, dev accuracy, train time, parameters, configs."""
-    from speechattn.utils.checkpoint import load_checkpoint
-
-    facts: dict[str, Any] = {"exp_dir": str(exp_dir)}
-    history_path = exp_dir / "history.json"
-    if history_path.exists():
-        history = json.loads(history_path.read_text())
-        facts["epochs"] = len(history)
-        facts["best_valid_accuracy"] = round(100 * max(r["valid_acc"] for r in history), 2)
-        facts["train_seconds"] = round(sum(r["seconds"] for r in history), 1)
+    """Training facts for the results table: epochs, dev accuracy, train time, parameters, configs, and the
+    encoder's description (the results table's encoder column; no model names are tested there)."""
+    facts = experiment_facts(exp_dir)
     ckpt = load_checkpoint(exp_dir / "model.pt")
-    facts["num_params"] = int(ckpt.get("num_params", 0))
     facts["num_train_speakers"] = len(ckpt.get("speakers", []))
     config = ckpt.get("config", {})
     for key in ("model", "sid", "cmvn"):
@@ -72,6 +61,15 @@ def _experiment_facts(exp_dir: Path) -> dict[str, Any]:
     if "trainer" in config:
         facts["crop_frames"] = [config["trainer"].get("crop_min_frames"), config["trainer"].get("crop_max_frames")]
     return facts
+
+
+def describe_encoder(embedder: SpeakerEmbedder) -> str:
+    """``"truncated_transformer 3x128, [t-64, t+64] × 3 layers, 40 ms positions"``: name, size, context."""
+    model = embedder.config.get("model", {})
+    stack = embedder.model.encoder  # FrameStackEncoder
+    size = f"{model.get('num_layers', '?')}x{model.get('d_model', '?')}"
+    context = describe_context(stack.encoder, stack.factor)
+    return f"{model.get('name', '?')} {size}, {context}, {10 * stack.factor} ms positions"
 
 
 def score_identification(embedder, embeddings: dict[str, np.ndarray], utt2spk: dict[str, str],
@@ -102,7 +100,8 @@ def score_identification(embedder, embeddings: dict[str, np.ndarray], utt2spk: d
 def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_target: float,
                        out: Path, title: str) -> dict[str, Any]:
     """EER, minDCF and the DET curve of the cosine-scored trials."""
-    from speechattn.metrics.verification import compute_eer, compute_min_dcf, det_curve, read_trials, score_trials
+    from speechattn.data.trials import read_trials
+    from speechattn.metrics.verification import compute_eer, compute_min_dcf, det_curve, score_trials
     from speechattn.plots.det import plot_det
 
     trials = read_trials(trials_path)
@@ -158,10 +157,8 @@ def plot_speaker_embeddings(embeddings: dict[str, np.ndarray], utt2spk: dict[str
 
 def score_sid(cfg: DictConfig) -> dict[str, Any]:
     """Score one speaker experiment (see the module docstring); returns what ``scores.json`` holds."""
-    from speechattn.inference.sid import SpeakerEmbedder
-
     exp_dir, ref_dir, hyp_dir, out = Path(cfg.exp_dir), Path(cfg.ref_dir), Path(cfg.hyp_dir), Path(cfg.output_dir)
-    _check_no_failures(hyp_dir)
+    check_no_failures(hyp_dir, "embedded")
     utt2spk = read_table(ref_dir / "utt2spk")
     embeddings = read_embeddings(hyp_dir / "embeddings.scp")
     predictions_path = hyp_dir / "predictions.txt"
@@ -170,6 +167,7 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
     embedder = SpeakerEmbedder.from_exp_dir(exp_dir, device="cpu")
     out.mkdir(parents=True, exist_ok=True)
     facts = _experiment_facts(exp_dir)
+    facts["encoder"] = describe_encoder(embedder)
     name = exp_dir.name
     scores: dict[str, Any] = {**facts, "ref_dir": str(ref_dir), "hyp_dir": str(hyp_dir),
                               "score_kind": embedder.score_kind}

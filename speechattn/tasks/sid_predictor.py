@@ -22,28 +22,36 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from speechattn.features.cmvn_setup import make_normaliser
-from speechattn.features.extract import FeatureConfig, compute_features
-from speechattn.tasks.sid import AAMSoftmax, SpeakerModel
-from speechattn.utils.checkpoint import load_checkpoint
-from speechattn.training.sid_setup import build_sid_model
+from speechattn.data.audio import load_audio
+from speechattn.models.speaker import AAMSoftmax
+from speechattn.tasks.base import Predictor
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class SpeakerEmbedder:
-    """A trained speaker model with its feature pipeline and closed speaker set.
+class SpeakerPrediction:
+    """One utterance's embedding ``(E,)``, its top-1 training speaker and score, and its feature frames."""
+
+    embedding: torch.Tensor
+    speaker: str
+    score: float
+    num_frames: int
+
+
+class SpeakerEmbedder(Predictor):
+    """A trained speaker model (:class:`~speechattn.models.speaker.SpeakerModel`) with its feature pipeline
+    and closed speaker set (``labels``, also ``speakers``).
 
     Normally built by :meth:`from_exp_dir`; here with an untrained tiny model:
 
     Example:
+        >>> from speechattn.features.extract import FeatureConfig
+        >>> from speechattn.models.speaker import build_sid_model
         >>> model = build_sid_model({"name": "truncated_transformer", "frame_stack": 4, "d_model": 32,
         ...                          "num_layers": 1, "num_heads": 2, "ffn_dim": 64, "left": 16, "right": 16},
         ...                         {"embed_dim": 8}, input_dim=80, num_speakers=3).eval()
@@ -57,47 +65,16 @@ class SpeakerEmbedder:
         True
     """
 
-    model: SpeakerModel
-    speakers: list[str]
-    feature_cfg: FeatureConfig
-    normalise: Any            # (utt, feats ndarray (T, F)) -> (T, F)
-    config: dict[str, Any]
-    device: torch.device
-
-    @classmethod
-    def from_exp_dir(cls, exp_dir: str | Path, checkpoint: str = "model.pt", device: torch.device | str = "cpu",
-                     data_dir: str | Path | None = None) -> "SpeakerEmbedder":
-        """Load ``exp_dir/checkpoint``; ``data_dir`` is only needed for per-speaker CMVN."""
-        exp_dir = Path(exp_dir)
-        ckpt = load_checkpoint(exp_dir / checkpoint, map_location=device)
-        config = ckpt["config"]
-        if config.get("task") != "sid":
-            raise ValueError(f"{exp_dir / checkpoint}: not a speaker model (task={config.get('task')!r})")
-        speakers = list(ckpt["speakers"])
-        model = build_sid_model(config["model"], config["sid"], int(ckpt["input_dim"]), len(speakers))
-        model.load_state_dict(ckpt["model"])
-        model.to(device).eval()
-        feats_yaml = exp_dir / "feats.yaml"
-        if not feats_yaml.exists():
-            raise FileNotFoundError(f"{feats_yaml}: missing (written by training from the train dir's feats.yaml)")
-        from omegaconf import OmegaConf
-        feature_cfg = FeatureConfig.from_config(OmegaConf.load(feats_yaml))
-        normalise = make_normaliser({**config["cmvn"], "stats": None}, data_dir, exp_dir)
-        return cls(model, speakers, feature_cfg, normalise, config, torch.device(device))
+    task_name = "sid"
 
     @property
-    def sample_rate(self) -> int:
-        return self.feature_cfg.sample_rate
+    def speakers(self) -> list[str]:
+        return self.labels
 
     @property
     def score_kind(self) -> str:
         """``"cosine"`` (AAM-softmax head) or ``"posterior"`` (plain softmax head)."""
         return "cosine" if isinstance(self.model.head, AAMSoftmax) else "posterior"
-
-    def features(self, waveform: torch.Tensor, utt: str = "") -> torch.Tensor:
-        """waveform (N,) at ``sample_rate`` -> normalised features (T, F)."""
-        feats = compute_features(waveform, self.sample_rate, self.feature_cfg).numpy()
-        return torch.from_numpy(np.ascontiguousarray(self.normalise(utt, feats), dtype=np.float32))
 
     @torch.no_grad()
     def embed(self, feats: torch.Tensor) -> torch.Tensor:
@@ -130,3 +107,11 @@ class SpeakerEmbedder:
         scores = self.scores(embedding)
         best = int(scores.argmax())
         return self.speakers[best], float(scores[best])
+
+    def predict_file(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False,
+                     **options: Any) -> SpeakerPrediction:
+        """Embedding and top-1 training speaker of one ``wav.scp`` entry (the whole utterance)."""
+        feats = self.features(load_audio(spec, self.sample_rate, allow_pipes=allow_pipes, where=where), utt)
+        embedding = self.embed(feats)
+        speaker, score = self.predict(embedding)
+        return SpeakerPrediction(embedding, speaker, score, int(feats.shape[0]))

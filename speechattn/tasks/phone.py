@@ -1,0 +1,141 @@
+"""Phone classification: one phone label per 10 ms frame (sequence labelling).
+
+Data: features of ``data.train_dir`` / ``data.valid_dir`` (``feats.scp``) with frame labels
+(``data.labels``, ``UTT PH PH ...``), classes from ``data.lang_dir/phones.txt``. Model: an encoder from the
+``model`` group + a per-frame classifier (:func:`speechattn.models.frame_classifier.build_phone_model`).
+Loss: frame-level cross entropy over real (non-padded) frames, optionally label-smoothed, with SpecAugment
+masks in training. Inference writes ``frames.txt`` (``UTT PH PH ...``) and ``phones.ctm``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from speechattn.data.alignments import read_phone_table
+from speechattn.data.dataset import IGNORE_INDEX, Batch, FrameLabelDataset, load_features
+from speechattn.data.frame_labels import labelled_utterances, read_frame_labels
+from speechattn.data.sampler import LengthBucketBatchSampler
+from speechattn.features.augment import spec_augment
+from speechattn.models.frame_classifier import FrameClassifier, build_phone_model
+from speechattn.tasks import register_task
+from speechattn.tasks.base import OutputWriter, StepFn, Task, TrainingData
+from speechattn.tasks.longform import runs_to_ctm
+from speechattn.tasks.phone_predictor import PhoneLabeler
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PhoneTask", "frame_loss", "frame_correct", "make_phone_step", "PhoneOutputWriter"]
+
+
+def frame_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over real frames. logits: (B, T, C); targets: (B, T) with IGNORE_INDEX on padding."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                           label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def frame_correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    """(correct, counted) frames of a batch, padding excluded."""
+    valid = targets != IGNORE_INDEX
+    return int(((logits.argmax(-1) == targets) & valid).sum()), int(valid.sum())
+
+
+def make_phone_step(trainer_cfg: Mapping[str, Any]) -> StepFn:
+    """``(model, batch) -> (loss, correct frames, counted frames)``; SpecAugment masks only in training.
+
+    Time masks hide input frames whose labels are still scored: the model must infer them from context.
+    """
+    smoothing = float(trainer_cfg["label_smoothing"])
+    augment = bool(trainer_cfg["spec_augment"])
+    masks = dict(freq_mask_param=int(trainer_cfg["freq_mask_param"]),
+                 num_freq_masks=int(trainer_cfg["num_freq_masks"]),
+                 time_mask_param=int(trainer_cfg.get("time_mask_param", 0)),
+                 num_time_masks=int(trainer_cfg.get("num_time_masks", 0)))
+
+    def step(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int, int]:
+        feats = batch.feats
+        if augment and model.training:
+            feats = spec_augment(feats, batch.lengths, **masks)
+        logits = model(feats, batch.lengths)
+        loss = frame_loss(logits, batch.targets, smoothing if model.training else 0.0)
+        correct, counted = frame_correct(logits, batch.targets)
+        return loss, correct, counted
+
+    return step
+
+
+def load_split(data_dir: Path, cfg: DictConfig, phones: list[str], normalise) -> FrameLabelDataset:
+    """Features + frame labels of one data directory (optionally only its first ``data.max_utts``)."""
+    labels = read_frame_labels(data_dir, cfg.data.labels, phones)
+    utts = labelled_utterances(data_dir, cfg.data.labels, labels, bool(cfg.data.get("drop_unlabelled", False)))
+    if cfg.data.max_utts:
+        utts = utts[: int(cfg.data.max_utts)]
+    feats = load_features(data_dir, normalise, utts=utts, allow_pipes=bool(cfg.get("allow_pipes", False)))
+    return FrameLabelDataset(feats, {u: labels[u] for u in utts}, where=str(data_dir / cfg.data.labels))
+
+
+class PhoneOutputWriter(OutputWriter):
+    """``frames.txt`` (``UTT PH PH ...``, one phone per 10 ms frame; the primary output) and ``phones.ctm``
+    (``UTT 1 START DUR PHONE``, runs of equal frame labels merged)."""
+
+    files = ("frames.txt", "phones.ctm")
+
+    def open(self) -> None:
+        self._frames = self._open("frames.txt")
+        self._ctm = self._open("phones.ctm")
+
+    def write(self, utt: str, prediction: list[str]) -> int:
+        self._frames.write(utt + " " + " ".join(prediction) + "\n")
+        self._ctm.writelines(line + "\n" for line in runs_to_ctm(utt, prediction))
+        return len(prediction)
+
+
+@register_task("phone")
+class PhoneTask(Task):
+    labels_file = "phones.txt"
+    checkpoint_labels_key = "phones"
+    predictor_class = PhoneLabeler
+
+    def labels_path(self, cfg: DictConfig) -> Path:
+        return Path(cfg.data.lang_dir) / "phones.txt"
+
+    def read_labels(self, path: Path) -> list[str]:
+        return read_phone_table(path)
+
+    def load_data(self, cfg: DictConfig, labels: list[str]) -> TrainingData:
+        train_norm, valid_norm = self.normalisers(cfg)
+        train_set = load_split(Path(cfg.data.train_dir), cfg, labels, train_norm)
+        valid_set = load_split(Path(cfg.data.valid_dir), cfg, labels, valid_norm)
+        input_dim = next(iter(train_set.feats.values())).shape[1]
+        log.info("train: %d utterances, %d frames; valid: %d utterances, %d frames; %d-dim features, %d classes",
+                 len(train_set), sum(train_set.lengths()), len(valid_set), sum(valid_set.lengths()), input_dim,
+                 len(labels))
+        return TrainingData(train_set, valid_set, labels, input_dim)
+
+    def batch_samplers(self, cfg: DictConfig, data: TrainingData, rank: int, world_size: int
+                       ) -> tuple[LengthBucketBatchSampler, LengthBucketBatchSampler]:
+        t = cfg.trainer
+        train = LengthBucketBatchSampler(data.train_set.lengths(), int(t.max_frames_per_batch),
+                                         num_buckets=int(t.num_buckets), shuffle=True, seed=int(t.seed),
+                                         rank=rank, world_size=world_size)
+        valid = LengthBucketBatchSampler(data.valid_set.lengths(), int(t.max_frames_per_batch), shuffle=False,
+                                         rank=rank, world_size=world_size)
+        return train, valid
+
+    def build_model(self, config: Mapping[str, Any], input_dim: int, num_labels: int) -> FrameClassifier:
+        return build_phone_model(config["model"], input_dim, num_labels)
+
+    def make_step(self, cfg: DictConfig) -> StepFn:
+        return make_phone_step(cfg.trainer)
+
+    def output_writer(self, out_dir: Path) -> PhoneOutputWriter:
+        return PhoneOutputWriter(out_dir)
+
+    def score(self, cfg: DictConfig) -> dict[str, Any]:
+        from speechattn.tasks.phone_scoring import score_phone
+        return score_phone(cfg)

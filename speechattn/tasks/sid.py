@@ -1,0 +1,173 @@
+"""Speaker identification and verification: one speaker label per utterance (``--config-name train_sid``).
+
+Data: features of ``data.train_dir`` / ``data.valid_dir`` (``feats.scp``, mean-only CMN by default), one
+speaker label per utterance from ``utt2spk``, class indices from ``data.speakers`` (``speakers.txt``: the
+closed training speaker set, line index = class index; default ``<train_dir>/speakers.txt``).
+
+Training sees a random 2-3 s crop of every utterance per epoch (``trainer.crop_min_frames`` ..
+``crop_max_frames``, :mod:`speechattn.data.crops`: a crop depends only on (seed, epoch, utterance), so a
+resumed run draws the crops the uninterrupted run would have), with SpecAugment frequency and time masks.
+Utterances shorter than the crop are used whole: the batch is padded and the model masks the padding.
+Validation uses whole utterances.
+
+Model (:func:`speechattn.models.speaker.build_sid_model`): optional frame stacking -> the ``model`` group's
+encoder -> pooling -> embedding -> AAM-softmax or softmax (the ``sid`` group). Inference writes
+``predictions.txt`` (``UTT SPEAKER SCORE``) and ``embeddings.scp``/``.ark``; scoring
+(:mod:`speechattn.tasks.sid_scoring`) gives identification top-1/top-5 and verification EER/minDCF.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import kaldiio
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from speechattn.data.crops import SpeakerBatchSampler, SpeakerCropDataset
+from speechattn.data.dataset import Batch, load_features
+from speechattn.data.kaldi_dir import read_table
+from speechattn.data.sampler import LengthBucketBatchSampler
+from speechattn.data.speakers import read_speaker_targets, read_speakers
+from speechattn.features.augment import spec_augment
+from speechattn.models.speaker import SpeakerModel, build_sid_model
+from speechattn.tasks import register_task
+from speechattn.tasks.base import OutputWriter, StepFn, Task, TrainingData
+from speechattn.tasks.sid_predictor import SpeakerEmbedder, SpeakerPrediction
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SidTask", "make_sid_step", "SidOutputWriter"]
+
+PREDICTIONS = "predictions.txt"
+EMBEDDINGS_ARK = "embeddings.ark"
+EMBEDDINGS_SCP = "embeddings.scp"
+
+
+def _unwrap(model: nn.Module) -> SpeakerModel:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def make_sid_step(trainer_cfg: Mapping[str, Any]) -> StepFn:
+    """Step function ``(model, batch) -> (loss, correct, counted)`` for the training loop.
+
+    Loss: cross entropy of the head's logits with the margin applied (AAM); accuracy: top-1 of the
+    margin-free scores (what inference predicts). SpecAugment masks only in training mode.
+    """
+    augment = bool(trainer_cfg.get("spec_augment", True))
+    masks = dict(freq_mask_param=int(trainer_cfg.get("freq_mask_param", 10)),
+                 num_freq_masks=int(trainer_cfg.get("num_freq_masks", 2)),
+                 time_mask_param=int(trainer_cfg.get("time_mask_param", 20)),
+                 num_time_masks=int(trainer_cfg.get("num_time_masks", 2)))
+
+    def step(model: nn.Module, batch: Batch) -> tuple[Tensor, int, int]:
+        feats = batch.feats
+        if augment and model.training:
+            feats = spec_augment(feats, batch.lengths, **masks)
+        embeddings = model(feats, batch.lengths)
+        head = _unwrap(model)
+        loss = F.cross_entropy(head.logits(embeddings, batch.targets), batch.targets)
+        with torch.no_grad():
+            predicted = head.logits(embeddings.detach()).argmax(dim=-1)
+        correct = int((predicted == batch.targets).sum())
+        return loss, correct, int(batch.targets.numel())
+
+    return step
+
+
+def _load_split(data_dir: Path, cfg: DictConfig, speakers: list[str], normalise) -> tuple[dict, dict]:
+    utts = list(read_table(data_dir / "feats.scp"))
+    if cfg.data.get("max_utts"):
+        utts = utts[: int(cfg.data.max_utts)]
+    targets = read_speaker_targets(data_dir, utts, speakers)  # before reading features: fail fast
+    feats = load_features(data_dir, normalise, utts=utts, allow_pipes=bool(cfg.get("allow_pipes", False)))
+    return feats, targets
+
+
+class SidOutputWriter(OutputWriter):
+    """``predictions.txt`` (``UTT SPEAKER SCORE``; the primary output), ``embeddings.scp`` and
+    ``embeddings.ark`` (one Kaldi float vector per utterance, kaldiio; the scp names the ark by its
+    absolute path, so it works from any directory)."""
+
+    files = (PREDICTIONS, EMBEDDINGS_SCP, EMBEDDINGS_ARK)
+
+    def open(self) -> None:
+        self._predictions = self._open(PREDICTIONS)
+        self._scp = self._open(EMBEDDINGS_SCP)
+        self._ark_path = (self.out_dir / EMBEDDINGS_ARK).resolve()
+        self._ark = self._open(EMBEDDINGS_ARK, "wb")
+
+    def write(self, utt: str, prediction: SpeakerPrediction) -> int:
+        position = self._ark.tell() + len(utt.encode("utf-8")) + 1  # the vector starts after "UTT "
+        kaldiio.save_ark(self._ark, {utt: prediction.embedding.numpy()})
+        self._scp.write(f"{utt} {self._ark_path}:{position}\n")
+        self._predictions.write(f"{utt} {prediction.speaker} {prediction.score:.4f}\n")
+        return prediction.num_frames
+
+
+@register_task("sid")
+class SidTask(Task):
+    labels_file = "speakers.txt"
+    checkpoint_labels_key = "speakers"
+    predictor_class = SpeakerEmbedder
+
+    def labels_path(self, cfg: DictConfig) -> Path:
+        return Path(cfg.data.get("speakers") or Path(cfg.data.train_dir) / "speakers.txt")
+
+    def read_labels(self, path: Path) -> list[str]:
+        return read_speakers(path)
+
+    def load_data(self, cfg: DictConfig, labels: list[str]) -> TrainingData:
+        t = cfg.trainer
+        train_norm, valid_norm = self.normalisers(cfg)
+        train_feats, train_targets = _load_split(Path(cfg.data.train_dir), cfg, labels, train_norm)
+        valid_feats, valid_targets = _load_split(Path(cfg.data.valid_dir), cfg, labels, valid_norm)
+        crop = (int(t.crop_min_frames), int(t.crop_max_frames))
+        train_set = SpeakerCropDataset(train_feats, train_targets, crop=crop, seed=int(t.seed))
+        valid_set = SpeakerCropDataset(valid_feats, valid_targets, crop=None)
+        input_dim = next(iter(train_feats.values())).shape[1]
+        log.info("train: %d utterances of %d speakers (%d in the speaker list), %d frames; valid: %d utterances; "
+                 "%d-dim features", len(train_set), len(set(train_targets.values())), len(labels),
+                 sum(len(f) for f in train_feats.values()), len(valid_set), input_dim)
+        always, sometimes = train_set.num_shorter_than(crop[0]), train_set.num_shorter_than(crop[1])
+        if sometimes:
+            log.warning("%d of %d training utterances are shorter than the %d-frame minimum crop and %d shorter "
+                        "than the %d-frame maximum: these are used whole when shorter than the drawn crop (padded "
+                        "in the batch, padding masked)", always, len(train_set), crop[0], sometimes, crop[1])
+        return TrainingData(train_set, valid_set, labels, input_dim)
+
+    def batch_samplers(self, cfg: DictConfig, data: TrainingData, rank: int, world_size: int
+                       ) -> tuple[SpeakerBatchSampler, LengthBucketBatchSampler]:
+        t = cfg.trainer
+        train = SpeakerBatchSampler(data.train_set, int(t.max_frames_per_batch), max_batch_size=t.get("max_batch_size"),
+                                    num_buckets=int(t.num_buckets), shuffle=True, seed=int(t.seed), rank=rank,
+                                    world_size=world_size)
+        valid = LengthBucketBatchSampler(data.valid_set.lengths(), int(t.valid_max_frames_per_batch),
+                                         max_batch_size=t.get("max_batch_size"), shuffle=False, rank=rank,
+                                         world_size=world_size)
+        return train, valid
+
+    def build_model(self, config: Mapping[str, Any], input_dim: int, num_labels: int) -> SpeakerModel:
+        model_cfg, sid_cfg = config["model"], config["sid"]
+        if isinstance(model_cfg, DictConfig):
+            model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+            sid_cfg = OmegaConf.to_container(sid_cfg, resolve=True)
+        return build_sid_model(model_cfg, sid_cfg, input_dim, num_labels)
+
+    def make_step(self, cfg: DictConfig) -> StepFn:
+        return make_sid_step(cfg.trainer)
+
+    def describe_model(self, cfg: DictConfig, model: nn.Module) -> str:
+        return (f"model {cfg.model.name} + {cfg.sid.pooling} pooling + {cfg.sid.head} head, frame stack "
+                f"{int(cfg.model.get('frame_stack', 1) or 1)}")
+
+    def output_writer(self, out_dir: Path) -> SidOutputWriter:
+        return SidOutputWriter(out_dir)
+
+    def score(self, cfg: DictConfig) -> dict[str, Any]:
+        from speechattn.tasks.sid_scoring import score_sid
+        return score_sid(cfg)
