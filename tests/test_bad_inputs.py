@@ -14,8 +14,8 @@ Campaign cases (issue #13) -> tests:
   plus: inf samples, empty line, missing value, unknown option, unknown phone, missing corpus.
   1 commands in feats.scp / CMVN / embeddings run without opt-in: test_no_command_runs, test_rxspecifier_forms,
     test_allow_pipes_true_runs_the_command
-  2 stale inference outputs, temporary files left: phase B (xfail, test_phase_b_*)
-  3 segments ignored by phone (and speaker) inference: phase B (xfail)
+  2 stale inference outputs, temporary files left: test_phase_b_* (fixed by the inference driver of #10)
+  3 segments ignored by phone (and speaker) inference: test_phase_b_*_honours_segments (same)
   4 stray positional argument / non-integer stage in run.sh: test_parse_options, test_recipe_rejects_*
   5 non-UTF-8 byte, utterance missing from utt2spk: test_table_error, test_*_via_cli, test_utt2spk_missing_*
   weaker: truncated WAV, float audio outside [-1, 1] (test_audio_case), BOM (test_table_error), text /
@@ -752,14 +752,13 @@ def test_other_errors_keep_hydras_report(corpus: Path, tmp_path: Path, cli) -> N
 
 
 # ------------------------------------------------------------------------------------------- phase B
-# Issue #13 points 2 and 3 belong to the inference driver being rewritten in issue #10 (phase B). These
-# tests describe the required behaviour through the command line and must flip to passing then.
+# Issue #13 points 2 and 3 belonged to the inference driver rewritten in issue #10 (phase B): those tests
+# pass now. Training options kept by a finished experiment remain (strict xfail).
 
 PHASE_B = pytest.mark.xfail(strict=True, reason="phase B of #13: outputs keyed to their inputs and segments in "
                                                 "inference, in the inference driver of #10")
 
 
-@PHASE_B
 def test_phase_b_inference_reruns_for_other_utterances_of_the_same_count(phone_exp: Path, tmp_path: Path,
                                                                          cli) -> None:
     out = tmp_path / "out"
@@ -770,7 +769,6 @@ def test_phase_b_inference_reruns_for_other_utterances_of_the_same_count(phone_e
     assert status == 0 and list(read_table_lists(out / "frames.txt", check_sorted=False)) == ["b1", "b2", "b3"]
 
 
-@PHASE_B
 def test_phase_b_inference_reruns_for_another_model(corpus: Path, phone_exp: Path, tmp_path: Path, cli) -> None:
     other = make_phone_exp(tmp_path / "other_exp", corpus, constant_label=3)  # every frame "IY"
     data, _ = wav_dir(tmp_path, ["u1", "u2"])
@@ -786,7 +784,6 @@ def test_phase_b_inference_reruns_for_another_model(corpus: Path, phone_exp: Pat
     assert all(label == "IY" for labels in frames.values() for label in labels)
 
 
-@PHASE_B
 def test_phase_b_temporary_files_are_cleaned_on_the_next_run(phone_exp: Path, tmp_path: Path, cli) -> None:
     data, _ = wav_dir(tmp_path, ["u1"])
     out = tmp_path / "out"
@@ -807,7 +804,6 @@ def _segmented_dir(root: Path) -> tuple[Path, np.ndarray]:
     return data, audio
 
 
-@PHASE_B
 def test_phase_b_phone_inference_honours_segments(phone_exp: Path, tmp_path: Path, cli) -> None:
     from speechattn.tasks.phone_predictor import PhoneLabeler
 
@@ -822,7 +818,6 @@ def test_phase_b_phone_inference_honours_segments(phone_exp: Path, tmp_path: Pat
         assert frames[utt] == labeler.label_waveform(cut, utt)  # equal to inference on the cut audio
 
 
-@PHASE_B
 def test_phase_b_speaker_inference_honours_segments(sid_exp: Path, tmp_path: Path, cli) -> None:
     data, _ = _segmented_dir(tmp_path)
     out = tmp_path / "out"

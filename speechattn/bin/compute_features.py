@@ -23,17 +23,12 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from speechattn.bin._hydra import CONF_DIR, input_errors_as_one_line, one_line_errors, setup_logging
-
-if TYPE_CHECKING:
-    from torch import Tensor
-
-    from speechattn.data.kaldi_dir import KaldiDataDir
 
 log = logging.getLogger("speechattn.compute_features")
 
@@ -75,11 +70,11 @@ def run_job(job_dir: str | os.PathLike, feats_dir: str | os.PathLike, job: int, 
             feature_cfg: dict[str, Any], allow_pipes: bool = False, progress: bool = True) -> JobResult:
     """Compute the features of one split job; writes its ark, scp and done marker (in that order)."""
     import kaldiio
-    import torch
     from tqdm import tqdm
 
     from speechattn.data.audio import AudioError, load_audio
     from speechattn.data.kaldi_dir import KaldiDataDir, KaldiDataError
+    from speechattn.data.segments import SegmentReader
     from speechattn.data.speed_perturb import apply_speed
     from speechattn.features.extract import FeatureConfig, compute_features
     from speechattn.utils.atomic import atomic_write_text
@@ -99,7 +94,8 @@ def run_job(job_dir: str | os.PathLike, feats_dir: str | os.PathLike, job: int, 
     scp_lines: list[str] = []
     feats_dir.mkdir(parents=True, exist_ok=True)
     tmp_path = ark_path.with_name(f".{ark_path.name}.{os.getpid()}.tmp")
-    recording_cache: tuple[str, torch.Tensor] | None = None
+    segment_audio = (SegmentReader(data, cfg.sample_rate, allow_pipes=allow_pipes, where_dir=job_dir)
+                     if data.segments is not None else None)
     try:
         with open(tmp_path, "wb") as ark:
             for utt in tqdm(data.utterances, desc=f"{cfg.kind} job {job}/{nj}", position=job - 1,
@@ -110,8 +106,7 @@ def run_job(job_dir: str | os.PathLike, feats_dir: str | os.PathLike, job: int, 
                         waveform = load_audio(data.wav_scp[utt], cfg.sample_rate, allow_pipes=allow_pipes,
                                               where=where)
                     else:
-                        recording_cache, waveform = _load_segment(data, utt, cfg.sample_rate, allow_pipes,
-                                                                  job_dir, wav_lines, recording_cache)
+                        waveform = segment_audio(utt)
                     if data.utt2speed is not None and utt in data.utt2speed:
                         waveform = apply_speed(waveform, cfg.sample_rate, data.utt2speed[utt])
                     feats = compute_features(waveform, cfg.sample_rate, cfg)
@@ -139,30 +134,6 @@ def run_job(job_dir: str | os.PathLike, feats_dir: str | os.PathLike, job: int, 
     atomic_write_text(done_path, json.dumps(
         {"config": feature_cfg, "nj": nj, "num_done": result.num_done, "failed": result.failed}, indent=1))
     return result
-
-
-def _load_segment(data: KaldiDataDir, utt: str, sample_rate: int, allow_pipes: bool, job_dir: Path,
-                  wav_lines: dict[str, int], cache: tuple[str, Tensor] | None) -> tuple[tuple[str, Tensor], Tensor]:
-    """Samples of one ``segments`` entry (like Kaldi's ``extract-segments``): ``(cache, waveform (n,))``.
-
-    ``cache`` holds the last recording read, since consecutive segments usually share a recording.
-    """
-    from speechattn.data.audio import AudioError, load_audio
-
-    recording, start, end = data.segments[utt]
-    if recording not in data.wav_scp:
-        raise AudioError(f"{job_dir / 'segments'}: recording '{recording}' of '{utt}' is not in wav.scp")
-    if cache is None or cache[0] != recording:
-        where = f"{job_dir / 'wav.scp'}:{wav_lines[recording]}"
-        cache = (recording, load_audio(data.wav_scp[recording], sample_rate, allow_pipes=allow_pipes,
-                                       min_samples=0, where=where))
-    audio = cache[1]
-    first = int(round(start * sample_rate))
-    last = audio.numel() if end == -1 else min(audio.numel(), int(round(end * sample_rate)))
-    if first >= last:
-        raise AudioError(f"{job_dir / 'segments'}: segment '{utt}' [{start}, {end}] s is outside recording "
-                         f"'{recording}' ({audio.numel() / sample_rate:.2f} s)")
-    return cache, audio[first:last]
 
 
 def _worker_init() -> None:

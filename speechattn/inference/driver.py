@@ -7,33 +7,43 @@ checkpoint, :func:`speechattn.tasks.get_task`) and writes the task's outputs (:c
 
 The same conventions for every task:
 
-- **bad audio** (missing, unreadable, empty, shorter than one 25 ms window, a refused pipe) is skipped,
-  counted in the log and listed in ``out_dir/failed.txt`` as ``UTT REASON`` with the ``wav.scp`` line
-  (an empty file when none);
+- **utterances**: those of ``segments`` when the data dir has one (each cut from its recording, as the
+  feature stage cuts them), else the recordings of ``wav.scp``;
+- **bad audio** (missing, unreadable, empty, shorter than one 25 ms window, a refused pipe, a segment
+  outside its recording) is skipped, counted in the log and listed in ``out_dir/failed.txt`` as
+  ``UTT REASON`` with the ``wav.scp``/``segments`` line (an empty file when none);
 - **atomic outputs**: every file is written under a temporary name and renamed when complete, the primary
-  output (the writer's first file) last, so an interrupted run never leaves outputs that look complete;
-- **complete** (:func:`outputs_complete`): every output and ``failed.txt`` exist, are newer than the
-  checkpoint and ``wav.scp``, and the primary output plus ``failed.txt`` cover exactly the utterances of
-  ``wav.scp``. A complete output directory is skipped unless ``force``.
+  output (the writer's first file) last, then ``inputs.json``; temporary files an interrupted run left
+  behind are removed by the next run;
+- **complete** (:func:`outputs_complete`): every output and ``failed.txt`` exist, ``inputs.json`` holds
+  the fingerprint (:func:`input_fingerprint`) of the checkpoint, ``wav.scp`` and ``segments`` they were
+  made from, and the primary output plus ``failed.txt`` cover exactly the utterances. Other inputs (another
+  model, other utterances) are redone; a complete output directory is skipped unless ``force``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import torch
 from tqdm import tqdm
 
 from speechattn.data.audio import AudioError
+from speechattn.data.framing import num_frames
 from speechattn.data.kaldi_dir import KaldiDataDir, read_table
+from speechattn.data.segments import SegmentReader
 from speechattn.tasks import get_task
-from speechattn.tasks.base import FAILED, Task
+from speechattn.tasks.base import FAILED, Predictor, Task
 from speechattn.utils.atomic import atomic_write_text
 from speechattn.utils.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
+
+INPUTS = "inputs.json"  # fingerprint of what the outputs were made from; written last
 
 
 def task_of(exp_dir: Path, checkpoint: str = "model.pt") -> Task:
@@ -42,20 +52,40 @@ def task_of(exp_dir: Path, checkpoint: str = "model.pt") -> Task:
     return get_task(config.get("task", "phone"))
 
 
-def outputs_complete(task: Task, exp_dir: Path, data_dir: Path, out_dir: Path, checkpoint: str = "model.pt") -> bool:
-    """True when ``out_dir`` holds the task's outputs for every utterance of ``data_dir/wav.scp`` (or a
-    ``failed.txt`` line), newer than the checkpoint and the ``wav.scp``."""
-    files = task.output_writer(out_dir).files
-    paths = [out_dir / name for name in (*files, FAILED)]
+def input_fingerprint(exp_dir: Path, data_dir: Path, checkpoint: str = "model.pt") -> dict[str, str | None]:
+    """SHA-256 of the checkpoint, ``wav.scp`` and ``segments`` (None when absent): what outputs depend on."""
+    def digest(path: Path) -> str | None:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+    return {"checkpoint": digest(exp_dir / checkpoint), "wav.scp": digest(data_dir / "wav.scp"),
+            "segments": digest(data_dir / "segments")}
+
+
+def outputs_complete(task: Task, exp_dir: Path, data_dir: Path, out_dir: Path, checkpoint: str = "model.pt",
+                     utterances: Iterable[str] | None = None) -> bool:
+    """True when ``out_dir`` holds the task's outputs for every utterance of ``data_dir`` (or a
+    ``failed.txt`` line), made from the current checkpoint, ``wav.scp`` and ``segments``."""
+    paths = [out_dir / name for name in (*task.output_writer(out_dir).files, FAILED, INPUTS)]
     if not all(p.is_file() for p in paths):
         return False
-    oldest_output = min(p.stat().st_mtime_ns for p in paths)
-    if any(p.is_file() and p.stat().st_mtime_ns > oldest_output for p in (exp_dir / checkpoint, data_dir / "wav.scp")):
+    try:
+        if json.loads(paths[-1].read_text()) != input_fingerprint(exp_dir, data_dir, checkpoint):
+            return False
+    except ValueError:  # unreadable stamp: redo
         return False
-    primary, failed = paths[0], paths[-1]
+    primary, failed = paths[0], paths[-2]
     done = set(read_table(primary, check_sorted=False)) if primary.stat().st_size else set()
     skipped = set(read_table(failed, check_sorted=False, min_fields=1)) if failed.stat().st_size else set()
-    return done | skipped == set(read_table(data_dir / "wav.scp"))
+    if utterances is None:
+        utterances = KaldiDataDir.load(data_dir, require=("wav.scp",)).utterances
+    return done | skipped == set(utterances)
+
+
+def _remove_leftovers(out_dir: Path, names: Iterable[str]) -> None:
+    """Temporary files of an interrupted run (``.NAME.*.tmp``, :func:`speechattn.utils.atomic.atomic_open`)."""
+    for name in names:
+        for leftover in out_dir.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, checkpoint: str = "model.pt",
@@ -68,33 +98,57 @@ def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
     exp_dir, data_dir, out_dir = Path(exp_dir), Path(data_dir), Path(out_dir)
     the_task = get_task(task) if task else task_of(exp_dir, checkpoint)
     data = KaldiDataDir.load(data_dir, require=("wav.scp",))
-    if data.segments is not None:
-        log.warning("%s has a segments file: it is ignored, each wav.scp recording is one utterance", data_dir)
     writer = the_task.output_writer(out_dir)
     primary = out_dir / writer.files[0]
-    if not force and outputs_complete(the_task, exp_dir, data_dir, out_dir, checkpoint):
-        log.info("%s is complete (%d utterances): skipping (force=true to redo)", primary, len(data.wav_scp))
+    utterances = data.utterances
+    if not force and outputs_complete(the_task, exp_dir, data_dir, out_dir, checkpoint, utterances):
+        log.info("%s is complete (%d utterances): skipping (force=true to redo)", primary, len(utterances))
         return primary
     predictor = the_task.load_predictor(exp_dir, checkpoint, device, data_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    primary.unlink(missing_ok=True)  # outputs of an earlier run must not pass for this run's
-    scp = data_dir / "wav.scp"
+    for stale in (out_dir / INPUTS, primary):  # outputs of an earlier run must not pass for this run's
+        stale.unlink(missing_ok=True)
+    _remove_leftovers(out_dir, (*writer.files, FAILED, INPUTS))
+    fingerprint = input_fingerprint(exp_dir, data_dir, checkpoint)
+    audio_of = _audio_reader(data, predictor, allow_pipes, options)
     failed: list[str] = []
     frames = 0
     t0 = time.monotonic()
     with writer:
-        for lineno, (utt, spec) in enumerate(tqdm(data.wav_scp.items(), desc="infer", mininterval=5.0), start=1):
+        for utt in tqdm(utterances, desc="infer", mininterval=5.0):
             try:
-                prediction = predictor.predict_file(spec, utt, where=f"{scp}:{lineno}", allow_pipes=allow_pipes,
-                                                    **options)
+                prediction = audio_of(utt)
             except AudioError as e:
                 log.warning("skipping %s: %s", utt, e)
                 failed.append(f"{utt} {' '.join(str(e).split())}")
                 continue
             frames += writer.write(utt, prediction)
         atomic_write_text(out_dir / FAILED, "".join(f + "\n" for f in failed))
+    atomic_write_text(out_dir / INPUTS, json.dumps(fingerprint, indent=1) + "\n")  # last: marks completion
     seconds = time.monotonic() - t0
     log.info("%s: %d utterances (%d frames, %.0f frames/s) -> %s; %d skipped%s", the_task.name,
-             len(data.wav_scp) - len(failed), frames, frames / max(seconds, 1e-9), primary, len(failed),
+             len(utterances) - len(failed), frames, frames / max(seconds, 1e-9), primary, len(failed),
              f" (listed in {out_dir / FAILED})" if failed else "")
     return primary
+
+
+def _audio_reader(data: KaldiDataDir, predictor: Predictor, allow_pipes: bool,
+                  options: dict[str, Any]) -> Callable[[str], Any]:
+    """``utt -> prediction``: from the ``wav.scp`` entry, or cut from its recording when there are segments."""
+    if data.segments is None:
+        lines = {utt: i for i, utt in enumerate(data.wav_scp, start=1)}
+        scp = data.path / "wav.scp"
+        return lambda utt: predictor.predict_file(data.wav_scp[utt], utt, where=f"{scp}:{lines[utt]}",
+                                                  allow_pipes=allow_pipes, **options)
+    segment_audio = SegmentReader(data, predictor.sample_rate, allow_pipes=allow_pipes)
+    cfg = predictor.feature_cfg
+    segment_lines = {utt: i for i, utt in enumerate(data.segments, start=1)}
+
+    def predict_segment(utt: str) -> Any:
+        waveform = segment_audio(utt)
+        if num_frames(waveform.numel(), cfg.sample_rate, cfg.frame_length_ms, cfg.frame_shift_ms) == 0:
+            raise AudioError(f"{data.path / 'segments'}:{segment_lines[utt]}: segment '{utt}' is shorter than one "
+                             f"analysis window ({waveform.numel()} samples)")
+        return predictor.predict_waveform(waveform, utt, **options)
+
+    return predict_segment

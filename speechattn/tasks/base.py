@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
-from speechattn.data.dataset import Batch
+from speechattn.data.audio import load_audio
+from speechattn.data.dataset import Batch, Normaliser
 from speechattn.data.kaldi_dir import KaldiDataError
 from speechattn.features.cmvn import CmvnApplier
 from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
@@ -135,7 +136,7 @@ class Predictor:
     model: nn.Module
     labels: list[str]
     feature_cfg: FeatureConfig
-    normalise: Callable[[str, np.ndarray], np.ndarray]   # (utt, feats (T, F)) -> (T, F); a CmvnApplier
+    normalise: Normaliser     # (utt, feats (T, F)) -> (T, F): a CmvnApplier from the experiment's statistics
     config: dict[str, Any]
     device: torch.device
 
@@ -169,10 +170,16 @@ class Predictor:
         feats = compute_features(waveform, self.feature_cfg.sample_rate, self.feature_cfg).numpy()
         return torch.from_numpy(np.ascontiguousarray(self.normalise(utt, feats), dtype=np.float32))
 
-    def predict_file(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False, **options: Any) -> Any:
-        """The task's prediction for the audio ``spec`` (a ``wav.scp`` entry), given to its
-        :class:`OutputWriter`. Raises :class:`~speechattn.data.audio.AudioError` for unusable audio."""
+    def predict_waveform(self, waveform: torch.Tensor, utt: str = "", **options: Any) -> Any:
+        """The task's prediction for one utterance's audio ``(N,)`` at ``sample_rate``, given to its
+        :class:`OutputWriter`."""
         raise NotImplementedError
+
+    def predict_file(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False, **options: Any) -> Any:
+        """:meth:`predict_waveform` of the audio ``spec`` (a ``wav.scp`` entry, ``where`` its ``file:line``).
+        Raises :class:`~speechattn.data.audio.AudioError` for unusable audio."""
+        waveform = load_audio(spec, self.sample_rate, allow_pipes=allow_pipes, where=where)
+        return self.predict_waveform(waveform, utt, **options)
 
 
 def read_feature_config(exp_dir: Path) -> FeatureConfig:

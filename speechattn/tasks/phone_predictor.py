@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from speechattn.data.audio import audio_info, load_audio
+from speechattn.data.audio import audio_info
 from speechattn.data.framing import frame_shift_samples
 from speechattn.features.extract import feature_context_frames
 from speechattn.models.encoders import attention_window
@@ -73,12 +73,14 @@ class PhoneLabeler(Predictor):
                 feature_context_frames=feature_context_frames(self.feature_cfg)):
             yield first, [self.labels[i] for i in np.asarray(ids).tolist()]
 
+    def predict_waveform(self, waveform: torch.Tensor, utt: str = "", **options: Any) -> list[str]:
+        return self.label_waveform(waveform, utt)
+
     def predict_file(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False,
                      chunk_frames: int = 6000, **options: Any) -> list[str]:
         """Phone labels of one ``wav.scp`` entry; a file longer than ``chunk_frames`` frames is labelled in
         chunks (bounded memory, identical labels) when the receptive field is bounded."""
-        is_file = not spec.rstrip().endswith("|")
-        if is_file and self.receptive_field is not None:
+        if not spec.rstrip().endswith("|") and self.receptive_field is not None:
             num_samples = audio_info(spec, self.sample_rate, allow_pipes=allow_pipes, where=where)[0]
             shift = frame_shift_samples(self.sample_rate, self.feature_cfg.frame_shift_ms)
             if num_samples > chunk_frames * shift:  # long recording
@@ -86,8 +88,7 @@ class PhoneLabeler(Predictor):
                 for _, chunk in self.iter_label_file(spec, chunk_frames):
                     labels.extend(chunk)
                 return labels
-        waveform = load_audio(spec, self.sample_rate, allow_pipes=allow_pipes, where=where)
-        return self.label_waveform(waveform, utt)
+        return super().predict_file(spec, utt, where=where, allow_pipes=allow_pipes, **options)
 
     @torch.no_grad()
     def attention(self, feats: torch.Tensor, layer: int = -1) -> torch.Tensor | None:

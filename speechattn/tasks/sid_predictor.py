@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from speechattn.data.audio import load_audio
 from speechattn.models.speaker import AAMSoftmax
 from speechattn.tasks.base import Predictor
 
@@ -108,10 +107,9 @@ class SpeakerEmbedder(Predictor):
         best = int(scores.argmax())
         return self.speakers[best], float(scores[best])
 
-    def predict_file(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False,
-                     **options: Any) -> SpeakerPrediction:
-        """Embedding and top-1 training speaker of one ``wav.scp`` entry (the whole utterance)."""
-        feats = self.features(load_audio(spec, self.sample_rate, allow_pipes=allow_pipes, where=where), utt)
+    def predict_waveform(self, waveform: torch.Tensor, utt: str = "", **options: Any) -> SpeakerPrediction:
+        """Embedding and top-1 training speaker of one utterance (the whole of it)."""
+        feats = self.features(waveform, utt)
         embedding = self.embed(feats)
         speaker, score = self.predict(embedding)
         return SpeakerPrediction(embedding, speaker, score, int(feats.shape[0]))
