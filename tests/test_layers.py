@@ -66,3 +66,17 @@ def test_the_checker_sees_function_level_and_package_imports(tmp_path: Path):
                       "def f():\n    from speechattn.training.loop import Trainer\n"
                       "from speechattn import tasks\n")
     assert imported_packages(source) == [(1, "data"), (3, "training"), (4, "tasks")]
+
+
+def test_architecture_doc_and_readme_list_the_tree():
+    """docs/architecture.md names every module in its package's layout line; the README every package."""
+    root = PACKAGE.parent
+    doc = (root / "docs" / "architecture.md").read_text()
+    layout = doc[doc.index("## Layout"):doc.index("## Layers")]
+    missing = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+               if p.name != "__init__.py" and p.name not in layout]
+    assert not missing, f"docs/architecture.md, Layout: not described: {missing}"
+    readme = (root / "README.md").read_text()
+    readme_layout = readme[readme.index("## Layout"):]
+    assert all(f"{pkg}/" in readme_layout for pkg in ALLOWED), "README.md, Layout: a package is missing"
+    assert all(f"{d.name}.md" in readme_layout for d in (root / "docs").glob("*.md"))

@@ -1,8 +1,8 @@
-"""speechattn-prepare-features: Kaldi-compatible features of a data dir (stage 1), like ``steps/make_fbank.sh``.
+"""speechattn-compute-features: Kaldi-compatible features of a data dir (stage 1), like ``steps/make_fbank.sh``.
 
-    speechattn-prepare-features data_dir=data/train nj=4                 # all 4 jobs here, 4 processes
-    speechattn-prepare-features data_dir=data/train features=mfcc
-    speechattn-prepare-features -m data_dir=data/train nj=8 job=1,2,3,4,5,6,7,8 hydra/launcher=...
+    speechattn-compute-features data_dir=data/train nj=4                 # all 4 jobs here, 4 processes
+    speechattn-compute-features data_dir=data/train features=mfcc
+    speechattn-compute-features -m data_dir=data/train nj=8 job=1,2,3,4,5,6,7,8 hydra/launcher=...
 
 The data dir is split into ``nj`` jobs (``data_dir/split{nj}/{job}``). Each job reads its ``wav.scp`` (and
 ``segments``), computes features and writes ``feats_dir/raw_{kind}.{job}.ark`` + ``.scp``; the ark is written
