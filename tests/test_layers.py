@@ -79,4 +79,4 @@ def test_architecture_doc_and_readme_list_the_tree():
     readme = (root / "README.md").read_text()
     readme_layout = readme[readme.index("## Layout"):]
     assert all(f"{pkg}/" in readme_layout for pkg in ALLOWED), "README.md, Layout: a package is missing"
-    assert all(f"{d.name}.md" in readme_layout for d in (root / "docs").glob("*.md"))
+    assert all(d.name in readme_layout for d in (root / "docs").glob("*.md")), "README.md, Layout: a doc is missing"
