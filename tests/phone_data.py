@@ -86,6 +86,8 @@ def phone_overrides(root: Path, exp_dir: Path, model: str = "truncated_transform
         "transformer": ["model.d_model=32", "model.num_layers=2", "model.ffn_dim=64"],
         "mlp_context": ["model.hidden_dim=32", "model.num_layers=2", "model.context=2"],
         "blstm": ["model.hidden_dim=16", "model.num_layers=1"],
+        "torchaudio_conformer": ["model.d_model=32", "model.num_layers=2", "model.num_heads=2", "model.ffn_dim=64",
+                                 "model.conv_kernel=7"],
     }[model]
     return [f"model={model}", f"exp_dir={exp_dir}", f"data.train_dir={root}/train", f"data.valid_dir={root}/dev",
             f"data.test_dir={root}/dev", f"data.lang_dir={root}/lang", "trainer.max_frames_per_batch=2000",

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from speechattn.data.alignments import read_phone_table
 from speechattn.data.audio import load_audio
@@ -40,10 +40,8 @@ def score_phone(cfg: DictConfig) -> dict[str, Any]:
     scores.pop("phones", None)
     facts = experiment_facts(exp_dir)
     meta: dict[str, Any] = {"exp_dir": facts.pop("exp_dir"), "ref_dir": str(cfg.ref_dir), **facts}
-    config_path = exp_dir / "config.yaml"
-    if config_path.exists():
-        meta["model"] = OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True)
     labeler = PhoneLabeler.from_exp_dir(exp_dir, device=cfg.device)
+    meta["model"] = labeler.config["model"]  # the resolved training config stored in model.pt
     meta["context"] = describe_context(labeler.model.encoder, labeler.model.frame_stack)
     scores = {**meta, **scores}
     out.mkdir(parents=True, exist_ok=True)
@@ -51,7 +49,7 @@ def score_phone(cfg: DictConfig) -> dict[str, Any]:
     lines = [f"{p:5s} {v['accuracy'] if v['accuracy'] is not None else float('nan'):6.2f} {v['count']:8d}"
              for p, v in scores["per_phone"].items()]
     atomic_write_text(out / "per_phone.txt", "# phone accuracy(%) frames\n" + "\n".join(lines) + "\n")
-    name = meta.get("model", {}).get("name", exp_dir.name)
+    name = meta["model"]["name"]
     plot_confusion(confusion, phones, out / "confusion.png",
                    title=f"{name}: frame confusion (row-normalised), test")
     if (exp_dir / "training_curves.png").exists():
