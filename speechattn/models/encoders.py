@@ -28,7 +28,6 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Mapping, TypeVar
 
 import torch
@@ -36,6 +35,7 @@ from torch import nn
 
 from speechattn.models.masks import padding_mask
 from speechattn.models.stacking import stacked_receptive_field
+from speechattn.utils.plugins import import_plugin
 from speechattn.models.transformer import SelfAttentionEncoder
 
 
@@ -148,12 +148,8 @@ def build_encoder(cfg: Mapping[str, Any], input_dim: int) -> nn.Module:
     """
     kwargs = {k: v for k, v in dict(cfg).items() if k != "name"}
     name = str(cfg["name"])
-    if name not in _ENCODERS and name.isidentifier():
-        try:
-            importlib.import_module(f"speechattn.models.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"speechattn.models.{name}":
-                raise
+    if name not in _ENCODERS:
+        import_plugin("speechattn.models", name)
     if name not in _ENCODERS:
         raise ValueError(f"unknown model '{name}': expected one of {', '.join(registered_encoders())} "
                          f"or a module speechattn/models/{name}.py registering it")

@@ -11,8 +11,9 @@ A task in its own module ``speechattn/tasks/<name>.py`` that calls :func:`regist
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Callable, TypeVar
+
+from speechattn.utils.plugins import import_plugin
 
 if TYPE_CHECKING:
     from speechattn.tasks.base import Task
@@ -35,12 +36,8 @@ def register_task(name: str) -> Callable[[_T], _T]:
 def get_task(name: str) -> "Task":
     """The task registered as ``name``; ``speechattn.tasks.<name>`` is imported on first use."""
     name = str(name)
-    if name not in _TASKS and name.isidentifier():
-        try:
-            importlib.import_module(f"speechattn.tasks.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"speechattn.tasks.{name}":
-                raise
+    if name not in _TASKS:
+        import_plugin("speechattn.tasks", name)
     if name not in _TASKS:
         raise ValueError(f"unknown task '{name}': expected one of phone, sid or a module speechattn/tasks/{name}.py "
                          f"registering it")
