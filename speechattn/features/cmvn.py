@@ -33,8 +33,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import kaldiio
 import numpy as np
 import torch
+
+# features may import data, never the other way (docs/architecture.md, Layers)
+from speechattn.data.kaldi_dir import read_table
+from speechattn.data.kaldi_io import read_ark, read_scp
+from speechattn.utils.atomic import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -150,10 +156,6 @@ def write_stats_ark(ark_path: str | os.PathLike, stats: Mapping[str, np.ndarray]
     The ark is written under a temporary name and renamed, then the scp (which points at the final ark
     name) is written atomically: a complete scp always refers to a complete ark.
     """
-    import kaldiio
-
-    from speechattn.utils.atomic import atomic_open
-
     ark_path = Path(ark_path).resolve()
     positions: dict[str, int] = {}
     with atomic_open(ark_path, "wb") as f:  # disk-full / permission errors name ark_path
@@ -172,8 +174,6 @@ def read_stats(path: str | os.PathLike, *, allow_pipes: bool = False) -> dict[st
     Commands (an scp entry or a path ``cmd |``) are refused unless ``allow_pipes``
     (:mod:`speechattn.data.kaldi_io`).
     """
-    from speechattn.data.kaldi_io import read_ark, read_scp
-
     path = Path(path)
     if not path.is_file():
         raise CmvnError(f"{path}:0: CMVN stats file not found (run the compute_cmvn stage first)")
@@ -244,8 +244,6 @@ class CmvnApplier:
         if mode == "speaker":
             if data_dir is None:
                 raise ValueError("cmvn mode 'speaker' needs data_dir (for utt2spk)")
-            from speechattn.data.kaldi_dir import read_table
-
             self._utt2spk = read_table(Path(data_dir) / "utt2spk")
 
     @classmethod

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from speechattn.data.alignments import read_phone_table
-from speechattn.data.dataset import IGNORE_INDEX, Batch, FrameLabelDataset, load_features
+from speechattn.data.dataset import IGNORE_INDEX, Batch, FrameLabelDataset, Normaliser, load_features
 from speechattn.data.frame_labels import labelled_utterances, read_frame_labels
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.features.augment import spec_augment
@@ -69,7 +69,7 @@ def make_phone_step(trainer_cfg: Mapping[str, Any]) -> StepFn:
     return step
 
 
-def load_split(data_dir: Path, cfg: DictConfig, phones: list[str], normalise) -> FrameLabelDataset:
+def load_split(data_dir: Path, cfg: DictConfig, phones: list[str], normalise: Normaliser) -> FrameLabelDataset:
     """Features + frame labels of one data directory (optionally only its first ``data.max_utts``)."""
     labels = read_frame_labels(data_dir, cfg.data.labels, phones)
     utts = labelled_utterances(data_dir, cfg.data.labels, labels, bool(cfg.data.get("drop_unlabelled", False)))

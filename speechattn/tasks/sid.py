@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import kaldiio
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from speechattn.data.crops import SpeakerBatchSampler, SpeakerCropDataset
-from speechattn.data.dataset import Batch, load_features
+from speechattn.data.dataset import Batch, Normaliser, load_features
 from speechattn.data.kaldi_dir import read_table
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.data.speakers import read_speaker_targets, read_speakers
@@ -79,7 +80,9 @@ def make_sid_step(trainer_cfg: Mapping[str, Any]) -> StepFn:
     return step
 
 
-def _load_split(data_dir: Path, cfg: DictConfig, speakers: list[str], normalise) -> tuple[dict, dict]:
+def _load_split(data_dir: Path, cfg: DictConfig, speakers: list[str], normalise: Normaliser
+                ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Features (normalised) and speaker class indices of one data dir (optionally its first ``data.max_utts``)."""
     utts = list(read_table(data_dir / "feats.scp"))
     if cfg.data.get("max_utts"):
         utts = utts[: int(cfg.data.max_utts)]
