@@ -66,3 +66,15 @@ def test_a_new_encoder_gets_its_attention_map_and_context_column(conformer_exp, 
     assert scores["context"] == "whole utterance" and scores["model"]["name"] == "torchaudio_conformer"
     assert (tmp_path / "scores" / "attention_map.png").stat().st_size > 1000
     assert phone_row(exp, scores)["context"] == "whole utterance"
+
+
+@pytest.mark.parametrize("module", ["speechattn.tasks", "speechattn.tasks.sid_predictor", "speechattn.models.stacking",
+                                    "speechattn.models.encoders", "speechattn.models.speaker",
+                                    "speechattn.models.frame_classifier", "speechattn.data.trials",
+                                    "speechattn.data.crops", "speechattn.data.sid_splits"])
+def test_docstring_examples(module: str):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
