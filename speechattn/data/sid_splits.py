@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speechattn.data.audio import audio_info
-from speechattn.data.kaldi_dir import (KaldiDataError, read_text_lines, utt2spk_to_spk2utt, validate_data_dir,
+from speechattn.data.kaldi_dir import (KaldiDataError, utt2spk_to_spk2utt, validate_data_dir,
                                        write_table)
 from speechattn.data.framing import num_frames
 from speechattn.data.speakers import write_speakers
