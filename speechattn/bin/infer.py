@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
             from speechattn.inference.phone_infer import infer_phone_dir
             infer_phone_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint,
                             allow_pipes=bool(cfg.allow_pipes), device=device, chunk_frames=int(cfg.chunk_frames),
-                            force=bool(cfg.force))
+                            force=bool(cfg.force), precision=cfg.get("precision"))
         elif cfg.task == "sid":
             from speechattn.inference.sid_infer import infer_sid_dir
             infer_sid_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint,

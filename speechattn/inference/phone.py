@@ -21,6 +21,7 @@ from speechattn.features.cmvn_setup import make_normaliser
 from speechattn.features.extract import FeatureConfig, compute_features, feature_context_frames
 from speechattn.training.checkpoint import load_checkpoint
 from speechattn.training.phone_setup import build_phone_model
+from speechattn.training.precision import Precision, inference_precision
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,13 @@ class PhoneLabeler:
     normalise: Any            # (utt, feats ndarray (T, F)) -> (T, F)
     config: dict[str, Any]
     device: torch.device
+    precision: Precision | None = None    # autocast of the model; None = fp32
 
     @classmethod
     def from_exp_dir(cls, exp_dir: str | Path, checkpoint: str = "model.pt", device: torch.device | str = "cpu",
-                     data_dir: str | Path | None = None) -> "PhoneLabeler":
-        """Load ``exp_dir/checkpoint``; ``data_dir`` is only needed for per-speaker CMVN."""
+                     data_dir: str | Path | None = None, precision: str | None = None) -> "PhoneLabeler":
+        """Load ``exp_dir/checkpoint``; ``data_dir`` is only needed for per-speaker CMVN. ``precision``
+        overrides the checkpoint's (``trainer.precision`` it was trained with; fp32 for older ones)."""
         exp_dir = Path(exp_dir)
         ckpt = load_checkpoint(exp_dir / checkpoint, map_location=device)
         config = ckpt["config"]
@@ -53,7 +56,10 @@ class PhoneLabeler:
         else:
             raise FileNotFoundError(f"{feats_yaml}: missing (written by training from the train dir's feats.yaml)")
         normalise = make_normaliser({**config["cmvn"], "stats": None}, data_dir, exp_dir)
-        return cls(model, list(ckpt["phones"]), feature_cfg, normalise, config, torch.device(device))
+        device = torch.device(device)
+        prec = inference_precision(ckpt, precision, device)
+        log.info("inference precision: %s (%s)", prec.name, "override" if precision is not None else "checkpoint")
+        return cls(model, list(ckpt["phones"]), feature_cfg, normalise, config, device, prec)
 
     @property
     def receptive_field(self) -> tuple[int, int] | None:
@@ -69,7 +75,12 @@ class PhoneLabeler:
         """feats (T, F) -> logits (T, C)."""
         x = feats[None].to(self.device)
         lengths = torch.tensor([feats.shape[0]], device=self.device)
-        return self.model(x, lengths)[0].float().cpu()
+        with self._autocast():
+            return self.model(x, lengths)[0].float().cpu()
+
+    def _autocast(self):
+        import contextlib
+        return self.precision.autocast() if self.precision is not None else contextlib.nullcontext()
 
     def label_waveform(self, waveform: torch.Tensor, utt: str = "") -> list[str]:
         """Whole-utterance labelling: one phone symbol per frame."""
@@ -90,7 +101,7 @@ class PhoneLabeler:
                              "chunked long-form inference would not be exact; use whole-utterance inference")
 
         def frame_fn(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 return self.model(feats.to(self.device), lengths.to(self.device)).float().cpu()
 
         for first, ids in iter_chunked_predictions(

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def infer_phone_dir(exp_dir: Path, data_dir: Path, out_dir: Path, *, checkpoint: str = "model.pt",
                     allow_pipes: bool = False, device: torch.device = torch.device("cpu"),
-                    chunk_frames: int = 6000, force: bool = False) -> Path:
+                    chunk_frames: int = 6000, force: bool = False, precision: str | None = None) -> Path:
     """Label every utterance of ``data_dir/wav.scp``; returns ``out_dir/frames.txt``."""
     frames_path, ctm_path = out_dir / "frames.txt", out_dir / "phones.ctm"
     data = KaldiDataDir.load(data_dir, require=("wav.scp",))
@@ -27,7 +27,7 @@ def infer_phone_dir(exp_dir: Path, data_dir: Path, out_dir: Path, *, checkpoint:
         if done == len(data.wav_scp):
             log.info("%s is complete (%d utterances): skipping (force=true to redo)", frames_path, done)
             return frames_path
-    labeler = PhoneLabeler.from_exp_dir(exp_dir, checkpoint, device, data_dir)
+    labeler = PhoneLabeler.from_exp_dir(exp_dir, checkpoint, device, data_dir, precision=precision)
     sample_rate = labeler.feature_cfg.sample_rate
     failed: list[str] = []
     scp = data_dir / "wav.scp"
