@@ -100,6 +100,7 @@ def test_checkpoints_load_across_precisions(corpus: Path, tmp_path: Path, caplog
     torch.testing.assert_close(a, b, atol=0.15, rtol=0.05)  # bf16 has 8 mantissa bits
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.9
     # Training resumed in another precision continues from the same weights (logged, not refused).
+    (exp / ".done").unlink()  # a finished experiment is otherwise skipped
     with caplog.at_level(logging.WARNING):
         _train(phone_overrides(corpus, exp) + ["trainer.max_epochs=3", "trainer.precision=fp32"])
     assert "trained with precision=bf16, continuing with fp32" in caplog.text
