@@ -62,6 +62,13 @@ class Precision:
     device: torch.device
     scaler: torch.amp.GradScaler | None = None
 
+    def __post_init__(self) -> None:
+        if self.name == "fp32" and self.device.type == "cuda":
+            # fp32 means fp32: no TF32 matmuls / convolutions (cuDNN enables TF32 convolutions by default),
+            # so CUDA fp32 results match CPU fp32 ones to float rounding.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+
     @classmethod
     def create(cls, name: str | None, device: torch.device) -> "Precision":
         resolved = resolve_precision(name, device)
