@@ -254,3 +254,24 @@ def test_compiled_flex_forward_second_epoch_compiles_nothing() -> None:
             torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
         counts.append(compilation_count() - before)
     assert counts[0] >= 1 and counts[1] == 0, counts
+
+
+# ------------------------------------------------------------------------------------------ gpu_check.sh
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "corpora" / "speechocean762").is_dir(),
+                    reason="needs ../shared/corpora/speechocean762")
+def test_gpu_check_dry_run_on_cpu(tmp_path: Path) -> None:
+    # The same five steps as on a GPU, at tiny sizes on CPU (~2 min), so the script cannot rot.
+    result = subprocess.run([str(ROOT / "bench" / "gpu_check.sh"), "--cpu", "--work-dir", str(tmp_path), "--nj", "1"],
+                            capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "0 failed" in table
+    for step in "abcde":
+        assert f"\n| {step} | " in table, step
+    assert "| e | speechattn-infer 0.5 min on cpu fp32 vs cpu fp32 | " in table and " 0 labels differ" in table
+    # A failing check makes the exit status non-zero: no model for step e without step c.
+    failing = subprocess.run([str(ROOT / "bench" / "gpu_check.sh"), "--cpu", "--steps", "e", "--work-dir",
+                              str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert failing.returncode == 1 and "| e | 1-hour inference | skipped: no model" in failing.stdout

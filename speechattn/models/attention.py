@@ -30,13 +30,18 @@ What was exercised on this machine (torch 2.11, CPU only, no GPU):
 
 * blockwise and dense: forward and backward, float32 (tests compare them to 1e-5) and bf16.
 * flex: forward on CPU both eagerly (torch's unfused fallback, which materialises T x T scores, so only for
-  small T) and with ``torch.compile`` (inductor C++ kernel; ~15 s compile per shape). Backward is *not*
+  small T) and with ``torch.compile`` (inductor C++ kernel; 15-40 s compile per shape). Backward is *not*
   available on CPU in torch 2.11 ("FlexAttention does not support backward on CPU"). The analytic
   BlockMask is tested block-for-block against ``create_block_mask``.
 * varlen: NOT run (needs CUDA FlashAttention). Its packing/unpacking is tested on CPU with a reference
   kernel substituted for ``varlen_attn`` that implements the documented window semantics. torch 2.11's
   ``varlen_attn`` does accept ``window_size=(left, right)``.
-* CUDA flex compile and auto-selection on CUDA: NOT run.
+* flex compiled with ``dynamic=True``, or with a dynamic batch axis (``maybe_mark_dynamic``): fails on CPU
+  in torch 2.11 (C++ compile error in the CPU flex template), so compiled flex uses static shapes and
+  training bounds them (:mod:`speechattn.training.shapes`: one shape per length bucket; a test checks
+  with torch's compilation counter that a second epoch compiles nothing).
+* CUDA flex compile and auto-selection on CUDA: NOT run; ``bench/gpu_check.sh`` checks them on a GPU
+  (outputs and gradients against the dense reference, fp32 and bf16).
 """
 
 from __future__ import annotations
