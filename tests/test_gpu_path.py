@@ -13,7 +13,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from phone_data import make_phone_corpus, phone_overrides
+from phone_data import phone_overrides
+from test_training import _train, corpus  # noqa: F401 - the training helper and the synthetic corpus fixture
 from speechattn.bin._hydra import CONF_DIR
 from speechattn.bin.train import run
 from speechattn.data.dataset import Batch
@@ -30,17 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 SLOW = pytest.mark.skipif(not os.environ.get("SPEECHATTN_SLOW_TESTS"),
                           reason="set SPEECHATTN_SLOW_TESTS=1 (inductor compiles, ~2-4 min)")
-
-
-def _train(overrides: list[str]) -> None:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    run(cfg, Path(cfg.exp_dir))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_phone_corpus(tmp_path_factory.mktemp("phone"))
 
 
 # ------------------------------------------------------------------------------------------ precision
