@@ -154,6 +154,12 @@ def test_engine_choice_is_logged_once(caplog) -> None:
             attn(torch.randn(2, 10, 16))
     lines = [r.getMessage() for r in caplog.records if "attention engine" in r.getMessage()]
     assert lines == ["attention engine: blockwise (model.engine=auto, cpu, float32, inference)"]
+    # The trainer logs the training engine up front (planned_engines(mark_logged=True)): layers stay quiet.
+    caplog.clear()
+    assert planned_engines(attn, CPU, torch.float32, training=True, mark_logged=True) == {"blockwise": 1}
+    with caplog.at_level(logging.INFO, logger="speechattn.models.attention"):
+        attn.train()(torch.randn(2, 10, 16)).__getitem__(0).sum().backward()
+    assert not [r for r in caplog.records if "attention engine" in r.getMessage()]
 
 
 # ------------------------------------------------------------------------------------------ shapes

@@ -581,16 +581,20 @@ def _log_engine_once(requested: str, chosen: str, device: torch.device, dtype: t
                  str(dtype).replace("torch.", ""), "training" if training else "inference")
 
 
-def planned_engines(model: nn.Module, device: torch.device, dtype: torch.dtype, *, training: bool) -> dict[str, int]:
+def planned_engines(model: nn.Module, device: torch.device, dtype: torch.dtype, *, training: bool,
+                    mark_logged: bool = False) -> dict[str, int]:
     """``{engine: number of layers}`` that the banded attention layers of ``model`` will use on ``device``
     with inputs of ``dtype`` (the autocast dtype), in training (with backward) or inference. Raises the
-    ValueError of :func:`resolve_engine` for an explicit engine that cannot run there."""
+    ValueError of :func:`resolve_engine` for an explicit engine that cannot run there. ``mark_logged``:
+    the caller logs the choice, so the layers do not log it again."""
     out: dict[str, int] = {}
     for m in model.modules():
         if isinstance(m, TruncatedSelfAttention) and not m.is_full:
             engine = resolve_engine(m.engine, device, dtype, dropout_active=training and m.dropout > 0.0,
                                     needs_grad=training)
             out[engine] = out.get(engine, 0) + 1
+            if mark_logged:
+                _LOGGED_ENGINES.add((m.engine, engine, device.type, dtype, training))
     return out
 
 

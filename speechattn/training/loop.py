@@ -279,7 +279,7 @@ def log_training_engines(model: nn.Module, device: torch.device, precision: Prec
     """Log once which attention engine training uses (resolved for the device, precision and dropout)."""
     from speechattn.models.attention import planned_engines
 
-    engines = planned_engines(model, device, precision.dtype or torch.float32, training=True)
+    engines = planned_engines(model, device, precision.dtype or torch.float32, training=True, mark_logged=True)
     if engines:
         log.info("attention engine for training on %s, precision %s: %s", device.type, precision.name,
                  ", ".join(f"{e} ({n} layers)" for e, n in engines.items()))
