@@ -158,7 +158,7 @@ def test_engine_choice_is_logged_once(caplog) -> None:
     caplog.clear()
     assert planned_engines(attn, CPU, torch.float32, training=True, mark_logged=True) == {"blockwise": 1}
     with caplog.at_level(logging.INFO, logger="speechattn.models.attention"):
-        attn.train()(torch.randn(2, 10, 16)).__getitem__(0).sum().backward()
+        attn.train()(torch.randn(2, 10, 16))[0].sum().backward()
     assert not [r for r in caplog.records if "attention engine" in r.getMessage()]
 
 
