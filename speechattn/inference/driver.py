@@ -90,10 +90,11 @@ def _remove_leftovers(out_dir: Path, names: Iterable[str]) -> None:
 
 def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, checkpoint: str = "model.pt",
               allow_pipes: bool = False, device: torch.device | str = "cpu", force: bool = False,
-              task: str | None = None, **options: Any) -> Path:
+              task: str | None = None, precision: str | None = None, **options: Any) -> Path:
     """Predict every utterance of ``data_dir/wav.scp``; returns the primary output's path.
 
-    ``task`` defaults to the checkpoint's; ``options`` go to the predictor (e.g. ``chunk_frames`` for phone).
+    ``task`` defaults to the checkpoint's, ``precision`` (fp32 | bf16 | fp16) to the checkpoint's
+    ``trainer.precision``; ``options`` go to the predictor (e.g. ``chunk_frames`` for phone).
     """
     exp_dir, data_dir, out_dir = Path(exp_dir), Path(data_dir), Path(out_dir)
     the_task = get_task(task) if task else task_of(exp_dir, checkpoint)
@@ -104,7 +105,7 @@ def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
     if not force and outputs_complete(the_task, exp_dir, data_dir, out_dir, checkpoint, utterances):
         log.info("%s is complete (%d utterances): skipping (force=true to redo)", primary, len(utterances))
         return primary
-    predictor = the_task.load_predictor(exp_dir, checkpoint, device, data_dir)
+    predictor = the_task.load_predictor(exp_dir, checkpoint, device, data_dir, precision=precision)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / INPUTS, primary):  # outputs of an earlier run must not pass for this run's
         stale.unlink(missing_ok=True)

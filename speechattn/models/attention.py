@@ -14,7 +14,13 @@ Engines (``engine=`` of :class:`TruncatedSelfAttention`):
     benchmarks only.
 ``"auto"`` -- ``blockwise`` on CPU; on CUDA ``varlen`` when its constraints hold (fp16/bf16, no weights
     requested, no attention dropout while training, right-padded batch), else ``flex``, else ``blockwise``
-    (the only engine that returns attention weights). See :func:`resolve_engine`.
+    (the only engine that returns attention weights). See :func:`resolve_engine`. The encoders default to
+    no attention dropout (``model.attention_dropout: 0``), so CUDA training gets a fused engine: varlen
+    under bf16/fp16 autocast (``trainer.precision``), flex in fp32.
+
+An explicit engine that cannot run in a call (flex backward on CPU, varlen off CUDA or in fp32, a fused
+engine with attention dropout or asked for weights) raises ValueError saying why; it is never replaced.
+The engine chosen is logged once per process for each (requested, chosen, device, dtype, training).
 
 We never call SDPA with a boolean T x T mask: the mask alone is O(T^2) memory (and CPU time to build).
 Full attention (``left = right = None``) uses ``F.scaled_dot_product_attention`` without a mask, or with a
@@ -24,26 +30,35 @@ What was exercised on this machine (torch 2.11, CPU only, no GPU):
 
 * blockwise and dense: forward and backward, float32 (tests compare them to 1e-5) and bf16.
 * flex: forward on CPU both eagerly (torch's unfused fallback, which materialises T x T scores, so only for
-  small T) and with ``torch.compile`` (inductor C++ kernel; ~15 s compile per shape). Backward is *not*
+  small T) and with ``torch.compile`` (inductor C++ kernel; 15-40 s compile per shape). Backward is *not*
   available on CPU in torch 2.11 ("FlexAttention does not support backward on CPU"). The analytic
   BlockMask is tested block-for-block against ``create_block_mask``.
 * varlen: NOT run (needs CUDA FlashAttention). Its packing/unpacking is tested on CPU with a reference
   kernel substituted for ``varlen_attn`` that implements the documented window semantics. torch 2.11's
   ``varlen_attn`` does accept ``window_size=(left, right)``.
-* CUDA flex compile and auto-selection on CUDA: NOT run.
+* flex compiled with ``dynamic=True``, or with a dynamic batch axis (``maybe_mark_dynamic``): fails on CPU
+  in torch 2.11 (C++ compile error in the CPU flex template), so compiled flex uses static shapes and
+  training bounds them (:mod:`speechattn.training.shapes`: one shape per length bucket; a test checks
+  with torch's compilation counter that a second epoch compiles nothing).
+* CUDA flex compile and auto-selection on CUDA: NOT run; ``bench/gpu_check.sh`` checks them on a GPU
+  (outputs and gradients against the dense reference, fp32 and bf16).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "ENGINES",
+    "planned_engines",
     "DEFAULT_QUERY_BLOCK",
     "banded_attention",
     "dense_masked_attention",
@@ -510,23 +525,77 @@ def resolve_engine(
     need_weights: bool = False,
     dropout_active: bool = False,
     right_padded: bool = True,
+    needs_grad: bool = False,
 ) -> str:
     """Turn ``engine`` (one of :data:`ENGINES`) into the concrete engine for this call.
 
     ``auto``: CPU -> blockwise. CUDA -> varlen if fp16/bf16, no weights, no attention dropout and right
-    padding; else flex if no weights and no dropout; else blockwise. An explicit engine is returned
-    as is (after checking it can honour ``need_weights``)."""
+    padding; else flex if no weights and no dropout; else blockwise. An explicit engine is returned as is
+    after checking it can run this call (``needs_grad``: a backward pass will follow); if it cannot, a
+    ValueError says why and what to use instead (an explicit choice is never silently replaced)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if engine != "auto":
-        if need_weights and engine in ("flex", "varlen"):
-            raise ValueError(f"engine={engine!r} cannot return attention weights; use blockwise or dense")
+        problem = _cannot_run(engine, device, dtype, need_weights, dropout_active, right_padded, needs_grad)
+        if problem:
+            raise ValueError(f"model.engine={engine} cannot run here: {problem} (model.engine=auto chooses one "
+                             f"that can)")
         return engine
     if device.type != "cuda" or need_weights or dropout_active:
         return "blockwise"
     if dtype in (torch.float16, torch.bfloat16) and right_padded:
         return "varlen"
     return "flex"
+
+
+def _cannot_run(engine: str, device: torch.device, dtype: torch.dtype, need_weights: bool, dropout_active: bool,
+                right_padded: bool, needs_grad: bool) -> str | None:
+    """Why an explicit ``engine`` cannot run this call, or None."""
+    if engine not in ("flex", "varlen"):
+        return None  # blockwise and dense run everywhere, with weights and dropout
+    if need_weights:
+        return "it cannot return attention weights; use blockwise or dense"
+    if dropout_active:
+        return "fused kernels have no attention-probability dropout; set model.attention_dropout=0"
+    if engine == "flex" and needs_grad and device.type != "cuda":
+        return f"FlexAttention has no backward pass on {device.type} (torch {torch.__version__}); train on CUDA"
+    if engine == "varlen":
+        if device.type != "cuda":
+            return f"varlen (FlashAttention) needs CUDA, not {device.type}"
+        if dtype not in (torch.float16, torch.bfloat16):
+            return (f"varlen needs fp16/bf16 inputs, got {str(dtype).replace('torch.', '')}; use "
+                    f"trainer.precision=bf16 (training) or precision=bf16 (inference)")
+        if not right_padded:
+            return "varlen needs right-padded sequences (padding only at the end)"
+    return None
+
+
+_LOGGED_ENGINES: set[tuple] = set()
+
+
+def _log_engine_once(requested: str, chosen: str, device: torch.device, dtype: torch.dtype, training: bool) -> None:
+    key = (requested, chosen, device.type, dtype, training)
+    if key not in _LOGGED_ENGINES:
+        _LOGGED_ENGINES.add(key)
+        log.info("attention engine: %s (model.engine=%s, %s, %s, %s)", chosen, requested, device.type,
+                 str(dtype).replace("torch.", ""), "training" if training else "inference")
+
+
+def planned_engines(model: nn.Module, device: torch.device, dtype: torch.dtype, *, training: bool,
+                    mark_logged: bool = False) -> dict[str, int]:
+    """``{engine: number of layers}`` that the banded attention layers of ``model`` will use on ``device``
+    with inputs of ``dtype`` (the autocast dtype), in training (with backward) or inference. Raises the
+    ValueError of :func:`resolve_engine` for an explicit engine that cannot run there. ``mark_logged``:
+    the caller logs the choice, so the layers do not log it again."""
+    out: dict[str, int] = {}
+    for m in model.modules():
+        if isinstance(m, TruncatedSelfAttention) and not m.is_full:
+            engine = resolve_engine(m.engine, device, dtype, dropout_active=training and m.dropout > 0.0,
+                                    needs_grad=training)
+            out[engine] = out.get(engine, 0) + 1
+            if mark_logged:
+                _LOGGED_ENGINES.add((m.engine, engine, device.type, dtype, training))
+    return out
 
 
 class TruncatedSelfAttention(nn.Module):
@@ -624,18 +693,19 @@ class TruncatedSelfAttention(nn.Module):
             or q.device.type != "cuda"
             or _lengths_if_right_padded(pad, q.shape[0], q.shape[2], q.device) is not None
         )  # only "auto" on CUDA needs to know (varlen requires right padding)
+        needs_grad = torch.is_grad_enabled() and q.requires_grad
         engine = resolve_engine(
             self.engine, q.device, q.dtype, need_weights=need_weights,
-            dropout_active=dropout_p > 0.0, right_padded=right_padded,
+            dropout_active=dropout_p > 0.0, right_padded=right_padded, needs_grad=needs_grad,
         )  # fmt: skip
+        if not torch.compiler.is_compiling():  # logging inside a compiled graph would break it
+            _log_engine_once(self.engine, engine, q.device, q.dtype, needs_grad)
         if engine == "blockwise":
             return banded_attention(
                 q, k, v, left, right, pad, self.query_block, dropout_p=dropout_p, need_weights=need_weights
             )
         if engine == "dense":
             return dense_masked_attention(q, k, v, left, right, pad, dropout_p=dropout_p, need_weights=need_weights)
-        if dropout_p > 0.0:
-            raise ValueError(f"engine={engine!r} does not support attention dropout; set dropout=0")
         if engine == "flex":
             return flex_banded_attention(q, k, v, left, right, pad), None
         return varlen_banded_attention(q, k, v, left, right, pad), None

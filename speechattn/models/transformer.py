@@ -130,10 +130,11 @@ class SelfAttentionEncoderLayer(nn.Module):
         dropout: float,
         engine: str,
         conv_kernel: int = 0,
+        attention_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(d_model)
-        self.attn = TruncatedSelfAttention(d_model, num_heads, left, right, dropout=dropout, engine=engine)
+        self.attn = TruncatedSelfAttention(d_model, num_heads, left, right, dropout=attention_dropout, engine=engine)
         self.conv = ConvModule(d_model, conv_kernel) if conv_kernel else None
         self.ffn_norm = nn.LayerNorm(d_model)
         self.ffn = nn.Sequential(
@@ -170,7 +171,10 @@ class SelfAttentionEncoder(nn.Module):
         d_model: width D (= ``output_dim``).
         num_layers, num_heads, ffn_dim: stack size.
         left, right: attention context per layer in frames, or both None for full attention.
-        dropout: dropout on residual branches, FFN hidden units and attention probabilities.
+        dropout: dropout on the input, residual branches and FFN hidden units.
+        attention_dropout: dropout on the attention probabilities (default 0: the fused CUDA kernels,
+            flex and varlen, cannot apply it, so 0 lets every device train the same model; README
+            "Devices and precision" measures its effect).
         pos_conv_kernel: odd kernel of the depthwise positional convolution (0 = none).
         conv_kernel: odd kernel of a Conformer convolution module in every layer (0 = none, the plain
             Transformer layer); adds ``conv_kernel // 2`` frames of context per layer and side.
@@ -207,6 +211,7 @@ class SelfAttentionEncoder(nn.Module):
         pos_conv_kernel: int = 15,
         engine: str = "auto",
         conv_kernel: int = 0,
+        attention_dropout: float = 0.0,
         *,
         inference_chunk: int | None = DEFAULT_INFERENCE_CHUNK,
     ) -> None:
@@ -225,7 +230,9 @@ class SelfAttentionEncoder(nn.Module):
         self.pos_conv = ConvPositionalEmbedding(d_model, pos_conv_kernel)
         self.input_dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            SelfAttentionEncoderLayer(d_model, num_heads, ffn_dim, left, right, dropout, engine, conv_kernel)
+            SelfAttentionEncoderLayer(
+                d_model, num_heads, ffn_dim, left, right, dropout, engine, conv_kernel, attention_dropout
+            )
             for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(d_model)

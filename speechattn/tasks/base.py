@@ -34,6 +34,7 @@ from speechattn.features.cmvn_setup import copy_cmvn_to_exp, make_normaliser
 from speechattn.features.extract import FeatureConfig, compute_features
 from speechattn.utils.atomic import atomic_open
 from speechattn.utils.checkpoint import load_checkpoint
+from speechattn.utils.precision import Precision, inference_precision
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ class Task(ABC):
     predictor_class: ClassVar[type["Predictor"]]
 
     def load_predictor(self, exp_dir: str | Path, checkpoint: str = "model.pt", device: torch.device | str = "cpu",
-                       data_dir: str | Path | None = None) -> "Predictor":
-        return self.predictor_class.from_exp_dir(exp_dir, checkpoint, device, data_dir)
+                       data_dir: str | Path | None = None, precision: str | None = None) -> "Predictor":
+        return self.predictor_class.from_exp_dir(exp_dir, checkpoint, device, data_dir, precision=precision)
 
     @abstractmethod
     def output_writer(self, out_dir: Path) -> "OutputWriter":
@@ -139,13 +140,16 @@ class Predictor:
     normalise: Normaliser     # (utt, feats (T, F)) -> (T, F): a CmvnApplier from the experiment's statistics
     config: dict[str, Any]
     device: torch.device
+    precision: Precision | None = None  # autocast of the model's forward; None = fp32
 
     task_name: ClassVar[str]
 
     @classmethod
     def from_exp_dir(cls: type[_P], exp_dir: str | Path, checkpoint: str = "model.pt",
-                     device: torch.device | str = "cpu", data_dir: str | Path | None = None) -> _P:
-        """Load ``exp_dir/checkpoint``; ``data_dir`` is only needed for per-speaker CMVN."""
+                     device: torch.device | str = "cpu", data_dir: str | Path | None = None,
+                     precision: str | None = None) -> _P:
+        """Load ``exp_dir/checkpoint``; ``data_dir`` is only needed for per-speaker CMVN. ``precision``
+        overrides the checkpoint's (the ``trainer.precision`` it was trained with; fp32 for older ones)."""
         from speechattn.tasks import get_task
 
         exp_dir = Path(exp_dir)
@@ -159,7 +163,14 @@ class Predictor:
         model.load_state_dict(ckpt["model"])
         model.to(device).eval()
         normalise = make_normaliser({**config["cmvn"], "stats": None}, data_dir, exp_dir)
-        return cls(model, labels, read_feature_config(exp_dir), normalise, config, torch.device(device))
+        device = torch.device(device)
+        prec = inference_precision(ckpt, precision, device)
+        log.info("inference precision: %s (%s)", prec.name, "override" if precision is not None else "checkpoint")
+        return cls(model, labels, read_feature_config(exp_dir), normalise, config, device, prec)
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """Context of every model forward: the predictor's autocast (nothing in fp32)."""
+        return self.precision.autocast() if self.precision is not None else contextlib.nullcontext()
 
     @property
     def sample_rate(self) -> int:

@@ -44,7 +44,8 @@ class PhoneLabeler(Predictor):
         """feats (T, F) -> logits (T, C)."""
         x = feats[None].to(self.device)
         lengths = torch.tensor([feats.shape[0]], device=self.device)
-        return self.model(x, lengths)[0].float().cpu()
+        with self.autocast():
+            return self.model(x, lengths)[0].float().cpu()
 
     def label_waveform(self, waveform: torch.Tensor, utt: str = "") -> list[str]:
         """Whole-utterance labelling: one phone symbol per frame."""
@@ -64,7 +65,7 @@ class PhoneLabeler(Predictor):
                              "chunked long-form inference would not be exact; use whole-utterance inference")
 
         def frame_fn(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
+            with torch.no_grad(), self.autocast():
                 return self.model(feats.to(self.device), lengths.to(self.device)).float().cpu()
 
         for first, ids in iter_chunked_predictions(

@@ -81,7 +81,8 @@ class SpeakerEmbedder(Predictor):
         if feats.shape[0] == 0:
             raise ValueError("no feature frames: the audio is shorter than one analysis window")
         lengths = torch.tensor([feats.shape[0]], device=self.device)
-        return self.model(feats[None].to(self.device), lengths)[0].float().cpu()
+        with self.autocast():
+            return self.model(feats[None].to(self.device), lengths)[0].float().cpu()
 
     def embed_waveform(self, waveform: torch.Tensor, utt: str = "") -> torch.Tensor:
         """waveform (N,) at ``sample_rate`` -> embedding (E,)."""

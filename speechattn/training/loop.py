@@ -6,7 +6,10 @@ A task supplies ``step(model, batch) -> (loss, correct, counted)``; the loop doe
   ``save_every_steps`` optimizer steps mid-epoch, each holding model, optimiser, scheduler, sampler and RNG
   state, so a killed run resumes exactly where the last checkpoint left it;
 - ``model.pt``: the weights of the epoch with the best validation accuracy (what inference loads);
-- ``history.json`` and TensorBoard scalars under ``tensorboard/`` (main rank only).
+- ``history.json`` and TensorBoard scalars under ``tensorboard/`` (main rank only);
+- numeric precision (``trainer.precision``: autocast, fp16 loss scaling; :mod:`speechattn.utils.precision`),
+  stored in every checkpoint, and optionally ``torch.compile`` of the encoder over a bounded set of batch
+  shapes (``trainer.compile``; :mod:`speechattn.training.shapes`).
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from tqdm import tqdm
 from speechattn.data.dataset import Batch
 from speechattn.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from speechattn.training.distributed import DistInfo, all_reduce_sum
+from speechattn.utils.precision import Precision
+from speechattn.training.shapes import ShapePolicy, compilation_count, compile_encoders
 from speechattn.training.seed import rng_state, set_rng_state
 from speechattn.utils.atomic import atomic_write_text
 
@@ -76,13 +81,18 @@ class Trainer:
         exp_dir: experiment directory.
         max_epochs, grad_clip, save_every_steps, log_every_steps: loop settings.
         extra_state: plain data stored in every checkpoint (e.g. the resolved config).
+        precision: autocast / loss scaling (default fp32); its name is stored in every checkpoint and
+            in ``model.pt`` (``"precision"``), which inference follows.
+        shapes: pads every batch (train and validation) to a bounded set of shapes before the step
+            (for compiled code: ``trainer.compile``, FlexAttention); None leaves batches as collated.
     """
 
     def __init__(self, model: nn.Module, raw_model: nn.Module, step: StepFn, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, train_loader: DataLoader,
                  valid_loader: DataLoader, exp_dir: Path, device: torch.device, dist_info: DistInfo,
                  max_epochs: int, grad_clip: float = 5.0, save_every_steps: int = 0, keep_checkpoints: int = 3,
-                 extra_state: dict[str, Any] | None = None, stop_after_steps: int = 0) -> None:
+                 extra_state: dict[str, Any] | None = None, stop_after_steps: int = 0,
+                 precision: Precision | None = None, shapes: ShapePolicy | None = None) -> None:
         self.model, self.raw_model, self.step_fn = model, raw_model, step
         self.optimizer, self.scheduler = optimizer, scheduler
         self.train_loader, self.valid_loader = train_loader, valid_loader
@@ -91,6 +101,9 @@ class Trainer:
         self.save_every_steps, self.keep_checkpoints = save_every_steps, keep_checkpoints
         self.extra_state = extra_state or {}
         self.stop_after_steps = stop_after_steps  # testing aid: simulate an interruption
+        self.precision = precision or Precision.create("fp32", device)
+        self.shapes = shapes
+        self.skipped_steps = 0  # fp16 steps skipped by the GradScaler (inf/NaN gradients)
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.state = TrainState()
         self.batches_done = 0  # batches trained on in the current epoch (the sampler may prefetch ahead)
@@ -107,7 +120,8 @@ class Trainer:
                 "sampler": self.train_loader.batch_sampler.state_dict(batches_done=self.batches_done),
                 "rng": rng_state(),
                 "epoch": s.epoch, "step": s.step, "best_valid_acc": s.best_valid_acc, "best_epoch": s.best_epoch,
-                "history": s.history, **self.extra_state}
+                "history": s.history, "precision": self.precision.name,
+                "precision_state": self.precision.state_dict(), **self.extra_state}
 
     def save(self, tag: str) -> None:
         if not self.dist.is_main:
@@ -158,6 +172,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.train_loader.batch_sampler.load_state_dict(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
+        if "precision_state" in ckpt:  # absent in checkpoints written before precisions existed (fp32)
+            self.precision.load_state_dict(ckpt["precision_state"])
         self.state = TrainState(ckpt["epoch"], ckpt["step"], ckpt["best_valid_acc"], ckpt["best_epoch"],
                                 list(ckpt["history"]))
 
@@ -173,23 +189,22 @@ class Trainer:
         t0 = time.monotonic()
         frames = 0
         for batch in bar:
-            batch = batch.to(self.device)
-            loss, c, n = self.step_fn(self.model, batch)
+            frames += int(batch.lengths.sum())
+            batch = self._prepare(batch)
+            with self.precision.autocast():
+                loss, c, n = self.step_fn(self.model, batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.state.step} "
-                                         f"(utterances {batch.utts[:3]}...)")
+                                         f"(utterances {batch.utts[:3]}...; precision {self.precision.name})")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
+            if not self.precision.backward_and_step(loss, self.optimizer, self.model.parameters(), self.grad_clip):
+                self.skipped_steps += 1
             self.scheduler.step()
             self.state.step += 1
             self.batches_done += 1
             total_loss += loss.item() * n
             correct += c
             counted += n
-            frames += int(batch.lengths.sum())
             if self.writer is not None and self.state.step % 20 == 0:
                 self.writer.add_scalar("train/loss", loss.item(), self.state.step)
                 self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.state.step)
@@ -199,7 +214,9 @@ class Trainer:
             if self.stop_after_steps and self.state.step >= self.stop_after_steps:
                 raise KeyboardInterrupt(f"stop_after_steps={self.stop_after_steps} reached (simulated interruption)")
         total_loss, correct, counted = all_reduce_sum([total_loss, correct, counted], self.dist)
-        log.info("epoch %d: %.0f frames/s on this rank", epoch + 1, frames / max(time.monotonic() - t0, 1e-9))
+        log.info("epoch %d: %.0f frames/s on this rank (precision %s%s)", epoch + 1,
+                 frames / max(time.monotonic() - t0, 1e-9), self.precision.name,
+                 f", {self.skipped_steps} steps skipped by the fp16 loss scaler so far" if self.skipped_steps else "")
         return total_loss / max(counted, 1), correct / max(counted, 1)
 
     @torch.no_grad()
@@ -207,17 +224,26 @@ class Trainer:
         self.model.eval()
         total_loss = correct = counted = 0.0
         for batch in self.valid_loader:
-            loss, c, n = self.step_fn(self.raw_model, batch.to(self.device))
+            with self.precision.autocast():
+                loss, c, n = self.step_fn(self.raw_model, self._prepare(batch))
             total_loss += loss.item() * n
             correct += c
             counted += n
         total_loss, correct, counted = all_reduce_sum([total_loss, correct, counted], self.dist)
         return total_loss / max(counted, 1), correct / max(counted, 1)
 
+    def _prepare(self, batch: Batch) -> Batch:
+        """Pad to the shape policy's bounded shapes (if any) and move to the device."""
+        if self.shapes is not None:
+            batch = self.shapes(batch)
+        return batch.to(self.device)
+
     def fit(self) -> TrainState:
         """Train until ``max_epochs`` epochs are complete; returns the final state."""
         self.try_resume()
+        log_training_engines(self.raw_model, self.device, self.precision)
         for epoch in range(self.state.epoch, self.max_epochs):
+            compiled_before = compilation_count()
             t0 = time.monotonic()
             train_loss, train_acc = self.train_epoch(epoch)
             valid_loss, valid_acc = self.validate()
@@ -225,8 +251,11 @@ class Trainer:
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "valid_loss": valid_loss,
                    "valid_acc": valid_acc, "lr": self.scheduler.get_last_lr()[0], "seconds": time.monotonic() - t0}
             self.state.history.append(row)
+            row["compilations"] = compilation_count() - compiled_before  # torch.compile graphs built this epoch
             log.info("epoch %d/%d: train loss %.3f acc %.2f%% | valid loss %.3f acc %.2f%% | %.0f s", epoch + 1,
                      self.max_epochs, train_loss, 100 * train_acc, valid_loss, 100 * valid_acc, row["seconds"])
+            if row["compilations"]:
+                log.info("epoch %d: %d graphs compiled by torch.compile", epoch + 1, row["compilations"])
             if self.writer is not None:
                 for k in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
                     self.writer.add_scalar(k.replace("_", "/", 1), row[k], epoch + 1)
@@ -236,6 +265,7 @@ class Trainer:
                 if self.dist.is_main:
                     save_checkpoint(self.exp_dir / "model.pt", {"model": self.raw_model.state_dict(),
                                                                 "epoch": epoch + 1, "valid_acc": valid_acc,
+                                                                "precision": self.precision.name,
                                                                 **self.extra_state})
             self.save(f"epoch-{epoch + 1}")
             if self.dist.is_main:
@@ -245,6 +275,16 @@ class Trainer:
         return self.state
 
 
+def log_training_engines(model: nn.Module, device: torch.device, precision: Precision) -> None:
+    """Log once which attention engine training uses (resolved for the device, precision and dropout)."""
+    from speechattn.models.attention import planned_engines
+
+    engines = planned_engines(model, device, precision.dtype or torch.float32, training=True, mark_logged=True)
+    if engines:
+        log.info("attention engine for training on %s, precision %s: %s", device.type, precision.name,
+                 ", ".join(f"{e} ({n} layers)" for e, n in engines.items()))
+
+
 def build_trainer(cfg: Any, raw_model: nn.Module, step: StepFn, train_loader: DataLoader, valid_loader: DataLoader,
                   exp_dir: Path, device: torch.device, dist_info: DistInfo,
                   extra_state: dict[str, Any]) -> Trainer:
@@ -252,8 +292,13 @@ def build_trainer(cfg: Any, raw_model: nn.Module, step: StepFn, train_loader: Da
     (the ``optim`` group), and the Trainer with the ``trainer`` group's loop settings."""
     from torch.nn.parallel import DistributedDataParallel
 
-    model = DistributedDataParallel(raw_model) if dist_info.enabled else raw_model
     o, t = cfg.optim, cfg.trainer
+    precision = Precision.create(t.get("precision", "auto"), device)
+    shapes = _shape_policy(t, raw_model, train_loader, device, precision)
+    if bool(t.get("compile", False)):
+        names = compile_encoders(raw_model, str(t.get("compile_backend", "inductor")))
+        log.info("trainer.compile: torch.compile of %s (static shapes, one per length bucket)", ", ".join(names))
+    model = DistributedDataParallel(raw_model) if dist_info.enabled else raw_model
     optimizer = torch.optim.AdamW(raw_model.parameters(), lr=float(o.lr), weight_decay=float(o.weight_decay),
                                   betas=tuple(o.betas))
     total_steps = len(train_loader.batch_sampler) * int(t.max_epochs)
@@ -262,4 +307,27 @@ def build_trainer(cfg: Any, raw_model: nn.Module, step: StepFn, train_loader: Da
     return Trainer(model, raw_model, step, optimizer, scheduler, train_loader, valid_loader, exp_dir, device,
                    dist_info, max_epochs=int(t.max_epochs), grad_clip=float(t.grad_clip),
                    save_every_steps=int(t.save_every_steps), keep_checkpoints=int(t.keep_checkpoints),
-                   extra_state=extra_state, stop_after_steps=int(t.stop_after_steps))
+                   extra_state=extra_state, stop_after_steps=int(t.stop_after_steps), precision=precision,
+                   shapes=shapes)
+
+
+def _shape_policy(t: Any, raw_model: nn.Module, train_loader: DataLoader, device: torch.device,
+                  precision: Precision) -> ShapePolicy | None:
+    """``trainer.static_shapes``: true | false | auto (= on when something compiled sees the shapes:
+    ``trainer.compile`` or the FlexAttention engine)."""
+    from speechattn.models.attention import planned_engines
+
+    setting = str(t.get("static_shapes", "auto")).lower()
+    if setting not in ("auto", "true", "false"):
+        raise ValueError(f"trainer.static_shapes must be auto, true or false, got {setting!r}")
+    if setting == "auto":
+        uses_flex = "flex" in planned_engines(raw_model, device, precision.dtype or torch.float32, training=True)
+        on = bool(t.get("compile", False)) or uses_flex
+    else:
+        on = setting == "true"
+    if not on:
+        return None
+    policy = ShapePolicy.from_sampler(train_loader.batch_sampler)
+    log.info("static shapes: batches padded to %d (length, batch size) shapes: %s", len(policy.edges),
+             list(zip(policy.edges, policy.capacities or [])))
+    return policy
