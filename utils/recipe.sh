@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The recipe template (in the spirit of ESPnet's egs2/TEMPLATE/asr1/asr.sh), sourced by every
+# recipes/<corpus>/<task>/run.sh after it has declared its own options:
+#
+#   corpus options ...      # declared in run.sh, `name=default   # help`
+#   . "$(dirname "$0")/../../../utils/recipe.sh"     # the options below, --help, option parsing
+#   task=phone ...          # what the template needs to know (see "A recipe defines" below)
+#   recipe_data() { ... }   # its data preparation
+#   run_recipe              # runs the selected stages
+#
+# Stages (each unit of work is skipped when its stamp says it is complete: utils/stage.sh):
+#   0 data      recipe_data (the recipe's local/ script)            -> data/<set>/, stamp data/.stage.data
+#   1 features  speechattn-compute-features of each $feature_sets   -> data/<set>/feats.scp, .stage.features
+#   2 cmvn      speechattn-compute-cmvn of each $cmvn_sets          -> data/<set>/cmvn_*, .stage.cmvn
+#   3 train     speechattn-train, one per name in $experiments      -> exp/<name>/, .stage.train
+#   4 infer     speechattn-infer task=$task on its test set         -> exp/<name>/decode_<set>/, .stage.infer
+#   5 score     speechattn-score task=$task                         -> exp/<name>/scores/, .stage.score
+#   6 results   speechattn-results task=$task over exp/             -> RESULTS.md, .stage.results
+# Training and inference run the experiments side by side (--parallel true, one thread each; console
+# output in exp/<name>/{train,infer}.out) or in turn (--parallel false, console output also on screen).
+#
+# A recipe defines, after sourcing this file:
+#   task              phone | sid (speechattn-infer/score/results task=)
+#   corpus_hint       where to get the corpus (said when --corpus-dir does not exist)
+#   experiments       experiment names: exp/<name>
+#   feature_sets      data sets whose features stage 1 computes; feature_args: overrides for all of them
+#   cmvn_sets         data sets whose statistics stage 2 computes; cmvn_args: overrides (cmvn=...)
+#   recipe_data       function: stage 0, calls `stage_unit "stage 0 data" data/.stage.data ... -- COMMAND`
+#   train_command E   function: sets the array `cmd` to E's speechattn-train command (without exp_dir)
+#   train_sets_of E   function: the data sets E trains and validates on
+#   test_set_of E     function: the data set E is decoded and scored on
+# and may define feats_dir_of S (function: where set S's feature archives go).
+#
+# Options of every recipe (run.sh --help lists them after the recipe's own):
+stage=0                 # first stage to run: 0 data, 1 features, 2 cmvn, 3 train, 4 infer, 5 score, 6 results
+stop_stage=6            # last stage to run
+corpus_dir=             # corpus root (default: ../shared/corpora/<corpus> beside the project)
+work_dir=               # where data/, the feature archives, exp/ and RESULTS.md go (default: the recipe directory)
+nj=2                    # parallel jobs for data preparation and feature extraction
+parallel=true           # true: train and decode the experiments side by side, one thread each (2-core machines)
+train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5"
+force=false             # true: redo every selected stage even when its stamp says it is complete
+_recipe_args=("$@")
+_sa_option_files=("$0" "${BASH_SOURCE[0]}")
+. "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
+
+recipe_dir="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+corpus="$(basename "$(dirname "$recipe_dir")")"   # recipes/<corpus>/<task>
+. "$root/utils/path.sh"
+. "$root/utils/log.sh"
+. "$root/utils/stage.sh"
+
+# Any command that fails outside a stage unit: one line naming it (set -E: also inside functions).
+set -E
+trap 'log "ERROR: \"$BASH_COMMAND\" failed (exit $?) at ${BASH_SOURCE[0]##*/}:$LINENO"; exit 1' ERR
+
+[ -n "$corpus_dir" ] || corpus_dir="$root/../shared/corpora/$corpus"
+[ -n "$work_dir" ] || work_dir="$recipe_dir"
+threads=1  # intra-op threads per training/decoding job: 1 measured fastest on 2-core machines (bench/README.md)
+cmvn_args=(); feature_args=()
+test_set_of() { echo test; }
+
+# Configuration files each stage reads (hashed into its stamps, see utils/stage.sh).
+_conf="$root/speechattn/conf"
+conf_features="$_conf/compute_features.yaml $_conf/features"
+conf_cmvn="$_conf/compute_cmvn.yaml $_conf/cmvn"
+conf_train="$_conf/train.yaml $_conf/train_sid.yaml $_conf/model $_conf/optim $_conf/trainer $_conf/data $_conf/sid $_conf/augment $_conf/cmvn $_conf/features"
+conf_infer="$_conf/infer.yaml"
+conf_score="$_conf/score.yaml"
+
+# The stamp of a data set's stage-0 output: its own (data/<set>/.stage.data) or the whole stage's.
+data_stamp_of() { if [ -f "data/$1/.stage.data" ]; then echo "data/$1/.stage.data"; else echo data/.stage.data; fi; }
+exp_of() { echo "exp/$1"; }
+decode_of() { echo "exp/$1/decode_$(test_set_of "$1")"; }
+
+# Runs "$@ <experiment>" for every experiment: side by side when --parallel true, else in turn.
+# Each unit logs its own one-line error; the stage fails after all of them have finished.
+for_each_experiment() {
+  local pids=() e failed=0 pid
+  for e in $experiments; do
+    if [ "$parallel" = true ]; then ( "$@" "$e" ) & pids+=($!); else "$@" "$e"; fi
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  if [ "$failed" -ne 0 ]; then exit 1; fi
+}
+
+features_unit() {
+  local s="$1" dir=()
+  if declare -F feats_dir_of >/dev/null; then dir=(feats_dir="$(feats_dir_of "$s")"); fi
+  stage_unit "stage 1 features data/$s" "data/$s/.stage.features" --after "$(data_stamp_of "$s")" \
+    --files "$conf_features" --force-arg force=true -- \
+    speechattn-compute-features data_dir="data/$s" "${dir[@]}" nj="$nj" "${feature_args[@]}"
+}
+cmvn_unit() {
+  local s="$1"
+  stage_unit "stage 2 cmvn data/$s" "data/$s/.stage.cmvn" --after "data/$s/.stage.features" \
+    --files "$conf_cmvn" --force-arg force=true -- \
+    speechattn-compute-cmvn data_dir="data/$s" "${cmvn_args[@]}"
+}
+# The stamps an experiment's training reads: features and statistics of its sets.
+_train_inputs() {
+  local s
+  for s in $(train_sets_of "$1"); do
+    echo "data/$s/.stage.features"
+    [ -f "data/$s/.stage.cmvn" ] && echo "data/$s/.stage.cmvn"
+  done
+  true
+}
+train_unit() {
+  local e="$1" cmd=()
+  train_command "$e"
+  # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
+  stage_unit "stage 3 train $(exp_of "$e")" "$(exp_of "$e")/.stage.train" --after "$(_train_inputs "$e")" \
+    --files "$conf_train" --clean "$(exp_of "$e")" --out "$(exp_of "$e")/train.out" -- \
+    "${cmd[@]}" exp_dir="$(exp_of "$e")" trainer.threads="$threads" $train_args
+}
+infer_unit() {
+  local e="$1" t; t="$(test_set_of "$e")"
+  stage_unit "stage 4 infer $(exp_of "$e") on data/$t" "$(decode_of "$e")/.stage.infer" \
+    --after "$(exp_of "$e")/.stage.train data/$t/.stage.features" --files "$conf_infer" --force-arg force=true \
+    --out "$(exp_of "$e")/infer.out" -- \
+    speechattn-infer task="$task" exp_dir="$(exp_of "$e")" data_dir="data/$t" output_dir="$(decode_of "$e")" \
+    threads="$threads"
+}
+score_unit() {
+  local e="$1" t; t="$(test_set_of "$e")"
+  stage_unit "stage 5 score $(exp_of "$e")" "$(exp_of "$e")/scores/.stage.score" \
+    --after "$(decode_of "$e")/.stage.infer $(data_stamp_of "$t")" --files "$conf_score" --clean "$(exp_of "$e")/scores" -- \
+    speechattn-score task="$task" exp_dir="$(exp_of "$e")" ref_dir="data/$t" hyp_dir="$(decode_of "$e")" \
+    output_dir="$(exp_of "$e")/scores"
+}
+results_unit() {
+  # Every scored experiment under exp/ is a row, including ones of earlier runs with other options.
+  stage_unit "stage 6 results RESULTS.md" .stage.results --after "$(ls exp/*/scores/.stage.score 2>/dev/null || true)" -- \
+    speechattn-results task="$task" exp_root=exp output=RESULTS.md
+}
+
+run_recipe() {
+  mkdir -p "$work_dir"
+  cd "$work_dir"
+  log "$0 ${_recipe_args[*]}"
+  log_environment
+  log "corpus: $corpus_dir; work dir: $work_dir; experiments: $experiments; nj: $nj; parallel: $parallel"
+  if stage_wanted 0; then
+    log "stage 0: data directories ($corpus)"
+    if [ ! -d "$corpus_dir" ]; then
+      log "ERROR: corpus directory '$corpus_dir' not found. $corpus_hint"
+      exit 1
+    fi
+    recipe_data
+  fi
+  local s
+  if stage_wanted 1; then
+    log "stage 1: features of $feature_sets (nj=$nj)"
+    for s in $feature_sets; do features_unit "$s"; done
+  fi
+  if stage_wanted 2; then
+    log "stage 2: CMVN statistics of $cmvn_sets"
+    for s in $cmvn_sets; do cmvn_unit "$s"; done
+  fi
+  if stage_wanted 3; then
+    log "stage 3: training $experiments (parallel: $parallel; logs: exp/<name>/train.log)"
+    for_each_experiment train_unit
+    for s in $experiments; do
+      log "stage 3: $s: $(grep -h 'best validation' "$(exp_of "$s")/train.log" 2>/dev/null | tail -1 | sed 's/.*\] - //' || true)"
+    done
+  fi
+  if stage_wanted 4; then
+    log "stage 4: inference of $experiments"
+    for_each_experiment infer_unit
+  fi
+  if stage_wanted 5; then
+    log "stage 5: scoring $experiments"
+    for s in $experiments; do score_unit "$s"; done
+  fi
+  if stage_wanted 6; then
+    log "stage 6: results table $work_dir/RESULTS.md"
+    results_unit
+    cat RESULTS.md
+  fi
+  log "done; $(uptime)"
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Stage bookkeeping for recipes: the one way a recipe decides that a piece of work is done.
+#
+# Every unit of work (one stage for one data set or one experiment) writes a stamp file beside its output,
+# e.g. exp/mlp_context/.stage.train. The stamp records what the output was made from:
+#   unit:    the unit's name                 (stage 3 train exp/mlp_context)
+#   command: the command line                (without speed-only settings: nj=, threads=, progress=, --nj)
+#   file:    a hash of each configuration file or script it reads (speechattn/conf/..., local/...)
+#   input:   a hash of each upstream stamp   (data/train/.stage.features ...)
+#   finished: when it finished
+# A unit is skipped when its stamp exists and every line but `finished` is what the unit would write now.
+# Changing an option changes a command line; redoing an upstream unit changes its `finished` line and so
+# the hash every downstream unit recorded: exactly the units that depend on a change are redone, and no
+# output is ever older than what it was made from. Deleting an output directory deletes its stamp.
+#
+# While a unit runs, its stamp is `<stamp>.started` (same lines, no `finished`). A re-run finding a
+# `.started` stamp of the same configuration resumes (the tool continues where it stopped: training
+# from checkpoints/last.pt); any other unfinished or foreign output is redone from scratch (--force-arg
+# is passed, or the --clean directory removed first).
+#
+# Code (speechattn/*.py) is not hashed: after changing the code, redo with --force true.
+#
+#   stage_unit NAME STAMP [--after "STAMP ..."] [--files "PATH ..."] [--force-arg ARG] [--clean DIR]
+#              [--out FILE] -- COMMAND...
+# Needs: log (utils/log.sh), $force, $parallel, $root.
+
+# Skip-or-run helper: `stage_wanted N` is true when N is within [--stage, --stop-stage].
+stage_wanted() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# The command as recorded: words that change only the speed of the work are left out, and the project
+# root is written as $root so a moved checkout does not redo everything.
+_stage_command_text() {
+  local words=() skip=false w
+  for w in "$@"; do
+    if [ "$skip" = true ]; then skip=false; continue; fi
+    case "$w" in
+      --nj) skip=true; continue ;;
+      nj=*|workers=*|threads=*|trainer.threads=*|progress=*) continue ;;
+    esac
+    words+=("${w//$root/\$root}")
+  done
+  echo "${words[*]}"
+}
+
+# "sha1  path" of a file, of every file under a directory, or "missing  path".
+_stage_hash() {
+  local p="$1" h
+  if [ -f "$p" ]; then h="$(sha1sum < "$p")"
+  elif [ -d "$p" ]; then h="$(find "$p" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z |
+                             xargs -0 -r sha1sum | sed "s#  $p#  #" | sha1sum)"
+  else h="missing"; fi
+  echo "${h%% *}  ${p//$root/\$root}"
+}
+
+# The signature lines of a unit (the stamp without its `finished` line).
+_stage_signature() {
+  local name="$1" after="$2" files="$3"; shift 3
+  local p
+  echo "unit: $name"
+  echo "command: $(_stage_command_text "$@")"
+  for p in "$@"; do  # scripts named on the command line (python local/prepare_*.py ...)
+    case "$p" in "$root"/*) [ -f "$p" ] && echo "file: $(_stage_hash "$p")" ;; esac
+  done
+  for p in $files; do echo "file: $(_stage_hash "$p")"; done
+  for p in $after; do echo "input: $(_stage_hash "$p")"; done
+}
+
+stage_unit() {
+  local name="$1" stamp="$2"; shift 2
+  local after="" files="" force_arg="" clean="" out=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --after) after="$2"; shift 2 ;;
+      --files) files="$2"; shift 2 ;;
+      --force-arg) force_arg="$2"; shift 2 ;;
+      --clean) clean="$2"; shift 2 ;;
+      --out) out="$2"; shift 2 ;;
+      --) shift; break ;;
+      *) log "ERROR: stage_unit $name: unknown argument '$1'"; exit 1 ;;
+    esac
+  done
+  local sig old="" why redo=true
+  sig="$(_stage_signature "$name" "$after" "$files" "$@")"
+  [ -f "$stamp" ] && old="$(grep -v '^finished: ' "$stamp" || true)"
+  if [ "$force" = true ]; then
+    why="--force true: redoing"
+  elif [ -n "$old" ] && [ "$old" = "$sig" ]; then
+    log "$name: up to date, skipped ($stamp)"
+    return 0
+  elif [ -n "$old" ]; then
+    why="redoing: $(diff <(echo "$old") <(echo "$sig") | grep '^>' | head -1 | sed 's/^> //') changed"
+  elif [ -f "$stamp.started" ] && [ "$(cat "$stamp.started")" = "$sig" ]; then
+    why="resuming an interrupted run of the same configuration"; redo=false
+  elif [ -f "$stamp.started" ]; then
+    why="redoing: an interrupted run of another configuration is in the way"
+  else
+    why="running"
+  fi
+  local cmd=("$@")
+  if [ "$redo" = true ]; then
+    if [ -n "$clean" ]; then rm -rf "$clean"; fi
+    if [ -n "$force_arg" ]; then cmd+=("$force_arg"); fi
+  fi
+  mkdir -p "$(dirname "$stamp")"
+  rm -f "$stamp"
+  echo "$sig" > "$stamp.started"
+  log "$name: $why${out:+ (output: $out)}"
+  local rc=0
+  if [ -z "$out" ]; then
+    "${cmd[@]}" || rc=$?
+  else
+    mkdir -p "$(dirname "$out")"
+    if [ "$parallel" = true ]; then "${cmd[@]}" >> "$out" 2>&1 || rc=$?
+    else "${cmd[@]}" 2>&1 | tee -a "$out" >&2 || rc=$?; fi
+  fi
+  if [ "$rc" -ne 0 ]; then
+    local last=""
+    [ -n "$out" ] && last="$(grep -v '^[[:space:]]*$' "$out" | tail -n 1 | tr -d '\r' | cut -c1-300 || true)"
+    log "ERROR: $name failed (exit $rc): $(_stage_command_text "${cmd[@]}")${last:+; last output: $last}${out:+; full output: $out}"
+    exit 1
+  fi
+  { echo "$sig"; echo "finished: $(date '+%Y-%m-%d %H:%M:%S.%N')"; } > "$stamp.tmp"
+  mv "$stamp.tmp" "$stamp"
+  rm -f "$stamp.started"
+}
