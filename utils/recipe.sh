@@ -61,14 +61,6 @@ threads=1  # intra-op threads per training/decoding job: 1 measured fastest on 2
 cmvn_args=(); feature_args=()
 test_set_of() { echo test; }
 
-# Configuration files each stage reads (hashed into its stamps, see utils/stage.sh).
-_conf="$root/speechattn/conf"
-conf_features="$_conf/compute_features.yaml $_conf/features"
-conf_cmvn="$_conf/compute_cmvn.yaml $_conf/cmvn"
-conf_train="$_conf/train.yaml $_conf/train_sid.yaml $_conf/model $_conf/optim $_conf/trainer $_conf/data $_conf/sid $_conf/augment $_conf/cmvn $_conf/features"
-conf_infer="$_conf/infer.yaml"
-conf_score="$_conf/score.yaml"
-
 # The stamp of a data set's stage-0 output: its own (data/<set>/.stage.data) or the whole stage's.
 data_stamp_of() { if [ -f "data/$1/.stage.data" ]; then echo "data/$1/.stage.data"; else echo data/.stage.data; fi; }
 exp_of() { echo "exp/$1"; }
@@ -89,13 +81,13 @@ features_unit() {
   local s="$1" dir=()
   if declare -F feats_dir_of >/dev/null; then dir=(feats_dir="$(feats_dir_of "$s")"); fi
   stage_unit "stage 1 features data/$s" "data/$s/.stage.features" --after "$(data_stamp_of "$s")" \
-    --files "$conf_features" --force-arg force=true -- \
+    --hydra compute_features --force-arg force=true -- \
     speechattn-compute-features data_dir="data/$s" "${dir[@]}" nj="$nj" "${feature_args[@]}"
 }
 cmvn_unit() {
   local s="$1"
   stage_unit "stage 2 cmvn data/$s" "data/$s/.stage.cmvn" --after "data/$s/.stage.features" \
-    --files "$conf_cmvn" --force-arg force=true -- \
+    --hydra compute_cmvn --force-arg force=true -- \
     speechattn-compute-cmvn data_dir="data/$s" "${cmvn_args[@]}"
 }
 # The stamps an experiment's training reads: features and statistics of its sets.
@@ -112,13 +104,13 @@ train_unit() {
   train_command "$e"
   # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
   stage_unit "stage 3 train $(exp_of "$e")" "$(exp_of "$e")/.stage.train" --after "$(_train_inputs "$e")" \
-    --files "$conf_train" --clean "$(exp_of "$e")" --out "$(exp_of "$e")/train.out" -- \
+    --hydra train --clean "$(exp_of "$e")" --out "$(exp_of "$e")/train.out" -- \
     "${cmd[@]}" exp_dir="$(exp_of "$e")" trainer.threads="$threads" $train_args
 }
 infer_unit() {
   local e="$1" t; t="$(test_set_of "$e")"
   stage_unit "stage 4 infer $(exp_of "$e") on data/$t" "$(decode_of "$e")/.stage.infer" \
-    --after "$(exp_of "$e")/.stage.train data/$t/.stage.features" --files "$conf_infer" --force-arg force=true \
+    --after "$(exp_of "$e")/.stage.train data/$t/.stage.features" --hydra infer --force-arg force=true \
     --out "$(exp_of "$e")/infer.out" -- \
     speechattn-infer task="$task" exp_dir="$(exp_of "$e")" data_dir="data/$t" output_dir="$(decode_of "$e")" \
     threads="$threads"
@@ -126,7 +118,7 @@ infer_unit() {
 score_unit() {
   local e="$1" t; t="$(test_set_of "$e")"
   stage_unit "stage 5 score $(exp_of "$e")" "$(exp_of "$e")/scores/.stage.score" \
-    --after "$(decode_of "$e")/.stage.infer $(data_stamp_of "$t")" --files "$conf_score" --clean "$(exp_of "$e")/scores" -- \
+    --after "$(decode_of "$e")/.stage.infer $(data_stamp_of "$t")" --hydra score --clean "$(exp_of "$e")/scores" -- \
     speechattn-score task="$task" exp_dir="$(exp_of "$e")" ref_dir="data/$t" hyp_dir="$(decode_of "$e")" \
     output_dir="$(exp_of "$e")/scores"
 }
@@ -141,6 +133,7 @@ run_recipe() {
   cd "$work_dir"
   log "$0 ${_recipe_args[*]}"
   log_environment
+  experiments="$(echo $experiments)"  # one space between names
   log "corpus: $corpus_dir; work dir: $work_dir; experiments: $experiments; nj: $nj; parallel: $parallel"
   if stage_wanted 0; then
     log "stage 0: data directories ($corpus)"

@@ -5,7 +5,8 @@
 # e.g. exp/mlp_context/.stage.train. The stamp records what the output was made from:
 #   unit:    the unit's name                 (stage 3 train exp/mlp_context)
 #   command: the command line                (without speed-only settings: nj=, threads=, progress=, --nj)
-#   file:    a hash of each configuration file or script it reads (speechattn/conf/..., local/...)
+#   file:    a hash of each configuration file or script it reads: the Hydra configs the command selects
+#            (speechattn/conf/<config>.yaml and one file per config group), local/*.py named on it
 #   input:   a hash of each upstream stamp   (data/train/.stage.features ...)
 #   finished: when it finished
 # A unit is skipped when its stamp exists and every line but `finished` is what the unit would write now.
@@ -20,8 +21,10 @@
 #
 # Code (speechattn/*.py) is not hashed: after changing the code, redo with --force true.
 #
-#   stage_unit NAME STAMP [--after "STAMP ..."] [--files "PATH ..."] [--force-arg ARG] [--clean DIR]
-#              [--out FILE] -- COMMAND...
+#   stage_unit NAME STAMP [--after "STAMP ..."] [--hydra CONFIG] [--files "PATH ..."] [--force-arg ARG]
+#              [--clean DIR] [--out FILE] -- COMMAND...
+# --hydra CONFIG: COMMAND is a speechattn Hydra app whose primary config is CONFIG (unless the command
+# says --config-name); the configs it selects are hashed.
 # Needs: log (utils/log.sh), $force, $parallel, $root.
 
 # Skip-or-run helper: `stage_wanted N` is true when N is within [--stage, --stop-stage].
@@ -52,26 +55,53 @@ _stage_hash() {
   echo "${h%% *}  ${p//$root/\$root}"
 }
 
+# The Hydra config files a command reads: its primary config (--config-name, else $1) and, for each config
+# group, the option it selects (group=option on the command line, else the primary config's defaults list).
+_stage_hydra_files() {
+  local conf="$root/speechattn/conf" name="$1" w prev="" g opt; shift
+  for w in "$@"; do [ "$prev" != --config-name ] || name="$w"; prev="$w"; done
+  echo "$conf/$name.yaml"
+  for g in "$conf"/*/; do
+    g="$(basename "$g")"; opt=""
+    for w in "$@"; do case "$w" in "$g="*) opt="${w#*=}" ;; esac; done
+    [ -n "$opt" ] || opt="$(sed -n "s/^ *- *$g: *\([A-Za-z0-9_]*\).*/\1/p" "$conf/$name.yaml" | head -1)"
+    if [ -n "$opt" ]; then echo "$conf/$g/$opt.yaml"; fi
+  done
+}
+
 # The signature lines of a unit (the stamp without its `finished` line).
 _stage_signature() {
-  local name="$1" after="$2" files="$3"; shift 3
+  local name="$1" after="$2" files="$3" hydra="$4"; shift 4
   local p
   echo "unit: $name"
   echo "command: $(_stage_command_text "$@")"
   for p in "$@"; do  # scripts named on the command line (python local/prepare_*.py ...)
     case "$p" in "$root"/*) [ -f "$p" ] && echo "file: $(_stage_hash "$p")" ;; esac
   done
+  if [ -n "$hydra" ]; then files="$(_stage_hydra_files "$hydra" "$@") $files"; fi
   for p in $files; do echo "file: $(_stage_hash "$p")"; done
   for p in $after; do echo "input: $(_stage_hash "$p")"; done
 }
 
+# What differs between an old and a new signature, in words: the first new line the old one lacks.
+_stage_change() {
+  local line
+  while IFS= read -r line; do
+    if ! grep -Fxq -- "$line" <<< "$1"; then echo "now '$line'"; return 0; fi
+  done <<< "$2"
+  while IFS= read -r line; do
+    if ! grep -Fxq -- "$line" <<< "$2"; then echo "no longer '$line'"; return 0; fi
+  done <<< "$1"
+}
+
 stage_unit() {
   local name="$1" stamp="$2"; shift 2
-  local after="" files="" force_arg="" clean="" out=""
+  local after="" files="" hydra="" force_arg="" clean="" out=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --after) after="$2"; shift 2 ;;
       --files) files="$2"; shift 2 ;;
+      --hydra) hydra="$2"; shift 2 ;;
       --force-arg) force_arg="$2"; shift 2 ;;
       --clean) clean="$2"; shift 2 ;;
       --out) out="$2"; shift 2 ;;
@@ -80,7 +110,7 @@ stage_unit() {
     esac
   done
   local sig old="" why redo=true
-  sig="$(_stage_signature "$name" "$after" "$files" "$@")"
+  sig="$(_stage_signature "$name" "$after" "$files" "$hydra" "$@")"
   [ -f "$stamp" ] && old="$(grep -v '^finished: ' "$stamp" || true)"
   if [ "$force" = true ]; then
     why="--force true: redoing"
@@ -88,7 +118,7 @@ stage_unit() {
     log "$name: up to date, skipped ($stamp)"
     return 0
   elif [ -n "$old" ]; then
-    why="redoing: $(diff <(echo "$old") <(echo "$sig") | grep '^>' | head -1 | sed 's/^> //') changed"
+    why="redoing: $(_stage_change "$old" "$sig")"
   elif [ -f "$stamp.started" ] && [ "$(cat "$stamp.started")" = "$sig" ]; then
     why="resuming an interrupted run of the same configuration"; redo=false
   elif [ -f "$stamp.started" ]; then
@@ -105,7 +135,7 @@ stage_unit() {
   rm -f "$stamp"
   echo "$sig" > "$stamp.started"
   log "$name: $why${out:+ (output: $out)}"
-  local rc=0
+  local rc=0 start=$SECONDS
   if [ -z "$out" ]; then
     "${cmd[@]}" || rc=$?
   else
@@ -122,4 +152,5 @@ stage_unit() {
   { echo "$sig"; echo "finished: $(date '+%Y-%m-%d %H:%M:%S.%N')"; } > "$stamp.tmp"
   mv "$stamp.tmp" "$stamp"
   rm -f "$stamp.started"
+  log "$name: done in $((SECONDS - start)) s"
 }
