@@ -77,12 +77,36 @@ for_each_experiment() {
   if [ "$failed" -ne 0 ]; then exit 1; fi
 }
 
+_features_cmd() {  # $1: set -> the array `cmd`: its feature command as recorded in its stamp
+  local dir=()
+  if declare -F feats_dir_of >/dev/null; then dir=(feats_dir="$(feats_dir_of "$1")"); fi
+  cmd=(speechattn-compute-features data_dir="data/$1" "${dir[@]}" nj="$nj" "${feature_args[@]}")
+}
 features_unit() {
-  local s="$1" dir=()
-  if declare -F feats_dir_of >/dev/null; then dir=(feats_dir="$(feats_dir_of "$s")"); fi
+  local s="$1" cmd=(); shift; _features_cmd "$s"
   stage_unit "stage 1 features data/$s" "data/$s/.stage.features" --after "$(data_stamp_of "$s")" \
-    --hydra compute_features --force-arg force=true -- \
-    speechattn-compute-features data_dir="data/$s" "${dir[@]}" nj="$nj" "${feature_args[@]}"
+    --hydra compute_features --force-arg force=true "$@" -- "${cmd[@]}"
+}
+# Stage 1. Sets sharing the default feature directory (data/<set>/feats) are computed by one process
+# (a Hydra multirun over data_dir: one Python start-up instead of one per set), each with its own stamp.
+features_stage() {
+  local s cmd=() todo=() sigs=()
+  for s in $feature_sets; do
+    if declare -F feats_dir_of >/dev/null; then features_unit "$s"; continue; fi
+    if features_unit "$s" --check-only; then continue; fi
+    log "stage 1 features data/$s: $stage_why"
+    todo+=("$s"); sigs+=("$stage_sig")
+  done
+  [ "${#todo[@]}" -gt 0 ] || return 0
+  local i dirs start=$SECONDS rc=0
+  for i in "${!todo[@]}"; do stage_started "data/${todo[$i]}/.stage.features" "${sigs[$i]}"; done
+  dirs="$(printf 'data/%s,' "${todo[@]}")"
+  cmd=(speechattn-compute-features -m hydra.sweep.dir=data/log/compute_features data_dir="${dirs%,}" nj="$nj"
+       "${feature_args[@]}" force=true)
+  "${cmd[@]}" || rc=$?
+  if [ "$rc" -ne 0 ]; then stage_failed "stage 1 features ${todo[*]}" "$rc" "" "${cmd[@]}"; fi
+  for i in "${!todo[@]}"; do stage_finished "data/${todo[$i]}/.stage.features" "${sigs[$i]}"; done
+  log "stage 1 features ${todo[*]}: done in $((SECONDS - start)) s"
 }
 cmvn_unit() {
   local s="$1"
@@ -146,7 +170,7 @@ run_recipe() {
   local s
   if stage_wanted 1; then
     log "stage 1: features of $feature_sets (nj=$nj)"
-    for s in $feature_sets; do features_unit "$s"; done
+    features_stage
   fi
   if stage_wanted 2; then
     log "stage 2: CMVN statistics of $cmvn_sets"

@@ -94,9 +94,18 @@ _stage_change() {
   done <<< "$1"
 }
 
+# Writes the `.started` stamp of a unit about to run (SIG: its signature).
+stage_started() { mkdir -p "$(dirname "$1")"; rm -f "$1"; echo "$2" > "$1.started"; }
+# Turns the `.started` stamp into the finished stamp.
+stage_finished() {
+  { echo "$2"; echo "finished: $(date '+%Y-%m-%d %H:%M:%S.%N')"; } > "$1.tmp"
+  mv "$1.tmp" "$1"
+  rm -f "$1.started"
+}
+
 stage_unit() {
   local name="$1" stamp="$2"; shift 2
-  local after="" files="" hydra="" force_arg="" clean="" out=""
+  local after="" files="" hydra="" force_arg="" clean="" out="" check_only=false
   while [ $# -gt 0 ]; do
     case "$1" in
       --after) after="$2"; shift 2 ;;
@@ -105,6 +114,9 @@ stage_unit() {
       --force-arg) force_arg="$2"; shift 2 ;;
       --clean) clean="$2"; shift 2 ;;
       --out) out="$2"; shift 2 ;;
+      # Only decide: status 0 (and a log line) when the unit is up to date, else 1 with its signature in
+      # $stage_sig and the reason in $stage_why, for a caller that runs several units in one command.
+      --check-only) check_only=true; shift ;;
       --) shift; break ;;
       *) log "ERROR: stage_unit $name: unknown argument '$1'"; exit 1 ;;
     esac
@@ -126,14 +138,13 @@ stage_unit() {
   else
     why="running"
   fi
+  if [ "$check_only" = true ]; then stage_sig="$sig"; stage_why="$why"; return 1; fi
   local cmd=("$@")
   if [ "$redo" = true ]; then
     if [ -n "$clean" ]; then rm -rf "$clean"; fi
     if [ -n "$force_arg" ]; then cmd+=("$force_arg"); fi
   fi
-  mkdir -p "$(dirname "$stamp")"
-  rm -f "$stamp"
-  echo "$sig" > "$stamp.started"
+  stage_started "$stamp" "$sig"
   log "$name: $why${out:+ (output: $out)}"
   local rc=0 start=$SECONDS
   if [ -z "$out" ]; then
@@ -143,14 +154,15 @@ stage_unit() {
     if [ "$parallel" = true ]; then "${cmd[@]}" >> "$out" 2>&1 || rc=$?
     else "${cmd[@]}" 2>&1 | tee -a "$out" >&2 || rc=$?; fi
   fi
-  if [ "$rc" -ne 0 ]; then
-    local last=""
-    [ -n "$out" ] && last="$(grep -v '^[[:space:]]*$' "$out" | tail -n 1 | tr -d '\r' | cut -c1-300 || true)"
-    log "ERROR: $name failed (exit $rc): $(_stage_command_text "${cmd[@]}")${last:+; last output: $last}${out:+; full output: $out}"
-    exit 1
-  fi
-  { echo "$sig"; echo "finished: $(date '+%Y-%m-%d %H:%M:%S.%N')"; } > "$stamp.tmp"
-  mv "$stamp.tmp" "$stamp"
-  rm -f "$stamp.started"
+  if [ "$rc" -ne 0 ]; then stage_failed "$name" "$rc" "$out" "${cmd[@]}"; fi
+  stage_finished "$stamp" "$sig"
   log "$name: done in $((SECONDS - start)) s"
+}
+
+# The one-line error of a failed unit (NAME, exit status, output file or "", command), then exit 1.
+stage_failed() {
+  local name="$1" rc="$2" out="$3" last=""; shift 3
+  [ -n "$out" ] && last="$(grep -v '^[[:space:]]*$' "$out" | tail -n 1 | tr -d '\r' | cut -c1-300 || true)"
+  log "ERROR: $name failed (exit $rc): $(_stage_command_text "$@")${last:+; last output: $last}${out:+; full output: $out}"
+  exit 1
 }
