@@ -114,27 +114,26 @@ cmvn_unit() {
     --hydra compute_cmvn --force-arg force=true -- \
     speechattn-compute-cmvn data_dir="data/$s" "${cmvn_args[@]}"
 }
-# The stamps an experiment's training reads: features and statistics of its sets.
-_train_inputs() {
+# The stamps behind the features a job reads from data sets: their features and statistics (if any).
+_set_inputs() {
   local s
-  for s in $(train_sets_of "$1"); do
+  for s in "$@"; do
     echo "data/$s/.stage.features"
-    [ -f "data/$s/.stage.cmvn" ] && echo "data/$s/.stage.cmvn"
+    if [ -f "data/$s/.stage.cmvn" ]; then echo "data/$s/.stage.cmvn"; fi
   done
-  true
 }
 train_unit() {
   local e="$1" cmd=()
   train_command "$e"
   # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
-  stage_unit "stage 3 train $(exp_of "$e")" "$(exp_of "$e")/.stage.train" --after "$(_train_inputs "$e")" \
+  stage_unit "stage 3 train $(exp_of "$e")" "$(exp_of "$e")/.stage.train" --after "$(_set_inputs $(train_sets_of "$e"))" \
     --hydra train --clean "$(exp_of "$e")" --out "$(exp_of "$e")/train.out" -- \
     "${cmd[@]}" exp_dir="$(exp_of "$e")" trainer.threads="$threads" $train_args
 }
 infer_unit() {
   local e="$1" t; t="$(test_set_of "$e")"
   stage_unit "stage 4 infer $(exp_of "$e") on data/$t" "$(decode_of "$e")/.stage.infer" \
-    --after "$(exp_of "$e")/.stage.train data/$t/.stage.features" --hydra infer --force-arg force=true \
+    --after "$(exp_of "$e")/.stage.train $(_set_inputs "$t")" --hydra infer --force-arg force=true \
     --out "$(exp_of "$e")/infer.out" -- \
     speechattn-infer task="$task" exp_dir="$(exp_of "$e")" data_dir="data/$t" output_dir="$(decode_of "$e")" \
     threads="$threads"
