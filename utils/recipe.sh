@@ -77,7 +77,9 @@ for_each_experiment() {
   if [ "$failed" -ne 0 ]; then exit 1; fi
 }
 
-_features_cmd() {  # $1: set -> the array `cmd`: its feature command as recorded in its stamp
+# The per-set units of stages 1 and 2. `features_unit SET [stage_unit options]` runs (or with --check-only
+# checks) one set; _features_cmd / _cmvn_cmd set the array `cmd` to the set's command as its stamp records it.
+_features_cmd() {
   local dir=()
   if declare -F feats_dir_of >/dev/null; then dir=(feats_dir="$(feats_dir_of "$1")"); fi
   cmd=(speechattn-compute-features data_dir="data/$1" "${dir[@]}" nj="$nj" "${feature_args[@]}")
@@ -87,32 +89,44 @@ features_unit() {
   stage_unit "stage 1 features data/$s" "data/$s/.stage.features" --after "$(data_stamp_of "$s")" \
     --hydra compute_features --force-arg force=true "$@" -- "${cmd[@]}"
 }
-# Stage 1. Sets sharing the default feature directory (data/<set>/feats) are computed by one process
-# (a Hydra multirun over data_dir: one Python start-up instead of one per set), each with its own stamp.
-features_stage() {
+_cmvn_cmd() { cmd=(speechattn-compute-cmvn data_dir="data/$1" "${cmvn_args[@]}"); }
+cmvn_unit() {
+  local s="$1" cmd=(); shift; _cmvn_cmd "$s"
+  stage_unit "stage 2 cmvn data/$s" "data/$s/.stage.cmvn" --after "data/$s/.stage.features" \
+    --hydra compute_cmvn --force-arg force=true "$@" -- "${cmd[@]}"
+}
+
+# Stage 1 or 2 over data sets: the sets whose unit is not up to date run in one process (a Hydra multirun
+# over data_dir: one Python start-up instead of one per set), each keeping its own stamp. A recipe with its
+# own feature directory per set (feats_dir_of) computes features set by set.
+# Usage: per_set_stage NUMBER NAME (features|cmvn) SET...
+per_set_stage() {
+  local n="$1" name="$2"; shift 2
   local s cmd=() todo=() sigs=()
-  for s in $feature_sets; do
-    if declare -F feats_dir_of >/dev/null; then features_unit "$s"; continue; fi
-    if features_unit "$s" --check-only; then continue; fi
-    log "stage 1 features data/$s: $stage_why"
+  if [ "$name" = features ] && declare -F feats_dir_of >/dev/null; then
+    for s in "$@"; do features_unit "$s"; done
+    return 0
+  fi
+  for s in "$@"; do
+    if "${name}_unit" "$s" --check-only; then continue; fi
+    log "stage $n $name data/$s: $stage_why"
     todo+=("$s"); sigs+=("$stage_sig")
   done
-  [ "${#todo[@]}" -gt 0 ] || return 0
-  local i dirs start=$SECONDS rc=0
-  for i in "${!todo[@]}"; do stage_started "data/${todo[$i]}/.stage.features" "${sigs[$i]}"; done
+  if [ "${#todo[@]}" -eq 0 ]; then return 0; fi
+  if [ "${#todo[@]}" -eq 1 ]; then "${name}_unit" "${todo[0]}"; return 0; fi
+  local i dirs start=$SECONDS rc=0 batch=()
+  for i in "${!todo[@]}"; do stage_started "data/${todo[$i]}/.stage.$name" "${sigs[$i]}"; done
   dirs="$(printf 'data/%s,' "${todo[@]}")"
-  cmd=(speechattn-compute-features -m hydra.sweep.dir=data/log/compute_features data_dir="${dirs%,}" nj="$nj"
-       "${feature_args[@]}" force=true)
-  "${cmd[@]}" || rc=$?
-  if [ "$rc" -ne 0 ]; then stage_failed "stage 1 features ${todo[*]}" "$rc" "" "${cmd[@]}"; fi
-  for i in "${!todo[@]}"; do stage_finished "data/${todo[$i]}/.stage.features" "${sigs[$i]}"; done
-  log "stage 1 features ${todo[*]}: done in $((SECONDS - start)) s"
-}
-cmvn_unit() {
-  local s="$1"
-  stage_unit "stage 2 cmvn data/$s" "data/$s/.stage.cmvn" --after "data/$s/.stage.features" \
-    --hydra compute_cmvn --force-arg force=true -- \
-    speechattn-compute-cmvn data_dir="data/$s" "${cmvn_args[@]}"
+  "_${name}_cmd" "${todo[0]}"
+  for i in "${!cmd[@]}"; do  # the first set's command, over all of them
+    if [ "${cmd[$i]}" = "data_dir=data/${todo[0]}" ]; then cmd[$i]="data_dir=${dirs%,}"; fi
+  done
+  batch=("${cmd[0]}" -m "hydra.sweep.dir=data/log/${cmd[0]#speechattn-}" "${cmd[@]:1}" force=true)
+  log "stage $n $name ${todo[*]}: in one process"
+  "${batch[@]}" || rc=$?
+  if [ "$rc" -ne 0 ]; then stage_failed "stage $n $name ${todo[*]}" "$rc" "" "${batch[@]}"; fi
+  for i in "${!todo[@]}"; do stage_finished "data/${todo[$i]}/.stage.$name" "${sigs[$i]}"; done
+  log "stage $n $name ${todo[*]}: done in $((SECONDS - start)) s"
 }
 # The stamps behind the features a job reads from data sets: their features and statistics (if any).
 _set_inputs() {
@@ -169,11 +183,11 @@ run_recipe() {
   local s
   if stage_wanted 1; then
     log "stage 1: features of $feature_sets (nj=$nj)"
-    features_stage
+    per_set_stage 1 features $feature_sets
   fi
   if stage_wanted 2; then
     log "stage 2: CMVN statistics of $cmvn_sets"
-    for s in $cmvn_sets; do cmvn_unit "$s"; done
+    per_set_stage 2 cmvn $cmvn_sets
   fi
   if stage_wanted 3; then
     log "stage 3: training $experiments (parallel: $parallel; logs: exp/<name>/train.log)"
