@@ -2,8 +2,6 @@
 # Timestamped log lines for recipes: `log "stage 1: features"` prints
 # `2026-11-24 01:40:00 (run.sh:57) stage 1: features` on stderr.
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') ($(basename "${BASH_SOURCE[1]}"):${BASH_LINENO[0]}) $*" >&2; }
-# Skip-or-run helper: `stage_wanted N` is true when N is within [--stage, --stop-stage].
-stage_wanted() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 # The software and hardware of this run (speechattn-info), logged once at the start of every recipe.
 log_environment() {
   local line
