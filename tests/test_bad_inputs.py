@@ -752,11 +752,8 @@ def test_other_errors_keep_hydras_report(corpus: Path, tmp_path: Path, cli) -> N
 
 
 # ------------------------------------------------------------------------------------------- phase B
-# Issue #13 points 2 and 3 belonged to the inference driver rewritten in issue #10 (phase B): those tests
-# pass now. Training options kept by a finished experiment remain (strict xfail).
-
-PHASE_B = pytest.mark.xfail(strict=True, reason="phase B of #13: outputs keyed to their inputs and segments in "
-                                                "inference, in the inference driver of #10")
+# Issue #13 points 2 and 3 belonged to the inference driver rewritten in issue #10 (phase B), and a finished
+# training kept for other options to speechattn-train (speechattn/training/experiment.py): all pass now.
 
 
 def test_phase_b_inference_reruns_for_other_utterances_of_the_same_count(phone_exp: Path, tmp_path: Path,
@@ -825,13 +822,18 @@ def test_phase_b_speaker_inference_honours_segments(sid_exp: Path, tmp_path: Pat
     assert list(read_table(out / "predictions.txt", check_sorted=False)) == ["seg1", "seg2"]
 
 
-@PHASE_B
-def test_phase_b_finished_training_is_not_kept_for_other_options(corpus: Path, tmp_path: Path, cli) -> None:
+def test_finished_training_is_not_kept_for_other_options(corpus: Path, tmp_path: Path, cli) -> None:
     exp = tmp_path / "exp"
     assert cli("train", *phone_overrides(corpus, exp, "mlp_context"), "trainer.max_epochs=1")[0] == 0
     status, stderr = cli("train", *phone_overrides(corpus, exp, "mlp_context"), "trainer.max_epochs=1",
                          "model.hidden_dim=16")
-    if status != 0:
-        assert_one_line_error(status, stderr, str(exp))
-        return
+    assert_one_line_error(status, stderr, str(exp))
+    assert "model.hidden_dim" in stderr and "force=true" in stderr
+    assert load_checkpoint(exp / "model.pt")["config"]["model"]["hidden_dim"] != 16  # kept, not overwritten
+    assert "hidden_dim: 16" not in (exp / "config.yaml").read_text()  # config.yaml still describes model.pt
+    # The same options (thread count aside) resume/skip; force=true retrains with the new ones.
+    assert cli("train", *phone_overrides(corpus, exp, "mlp_context"), "trainer.max_epochs=1",
+               "trainer.threads=2")[0] == 0
+    assert cli("train", *phone_overrides(corpus, exp, "mlp_context"), "trainer.max_epochs=1",
+               "model.hidden_dim=16", "force=true")[0] == 0
     assert load_checkpoint(exp / "model.pt")["config"]["model"]["hidden_dim"] == 16

@@ -34,9 +34,10 @@ def _input_error_types() -> tuple[type[BaseException], ...]:
     from speechattn.data.audio import AudioError
     from speechattn.data.kaldi_dir import KaldiDataError
     from speechattn.features.cmvn import CmvnError
+    from speechattn.training.experiment import ExperimentConfigError
     from speechattn.utils.checkpoint import CheckpointError
 
-    return KaldiDataError, AudioError, CmvnError, CheckpointError, OSError
+    return KaldiDataError, AudioError, CmvnError, CheckpointError, ExperimentConfigError, OSError
 
 
 def find_input_error(error: BaseException) -> BaseException | None:

@@ -7,7 +7,9 @@
 The experiment directory (``exp_dir``, Hydra's output directory) receives ``config.yaml`` (resolved),
 ``checkpoints/``, ``model.pt`` (best validation epoch), ``history.json``, ``tensorboard/``,
 ``training_curves.png`` and everything inference needs (``phones.txt``, ``feats.yaml``, CMVN stats).
-Re-running the same command resumes from ``checkpoints/last.pt``; a finished experiment is skipped.
+Re-running the same command resumes from ``checkpoints/last.pt``; a finished experiment is skipped. Other
+options in an ``exp_dir`` that holds a training are refused (one line naming the first differing option);
+``force=true`` discards that training and starts over (:mod:`speechattn.training.experiment`).
 """
 from __future__ import annotations
 
@@ -72,7 +74,10 @@ def main(cfg: DictConfig) -> float | None:
         exp_dir = Path(HydraConfig.get().runtime.output_dir)
         exp_dir.mkdir(parents=True, exist_ok=True)
         if int(os.environ.get("RANK", "0")) == 0:
+            from speechattn.training.experiment import claim_experiment_dir
             from speechattn.utils.atomic import atomic_write_text
+            # Before config.yaml is replaced: outputs of a training with other options must not pass for this one's.
+            claim_experiment_dir(exp_dir, OmegaConf.to_container(cfg, resolve=True), force=bool(cfg.get("force", False)))
             atomic_write_text(exp_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             from speechattn.bin.info import environment_report, format_report
             atomic_write_text(exp_dir / "info.txt", format_report(environment_report()))  # what produced it

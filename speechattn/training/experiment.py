@@ -1,0 +1,66 @@
+"""An experiment directory belongs to one configuration: a run with other options never resumes or skips it.
+
+``speechattn-train`` writes ``config.yaml`` (the resolved config) into ``exp_dir``. Re-running with the same
+config resumes or skips a finished run; with another one the old checkpoints and ``model.pt`` would pass for
+the new options, so the run stops with one line naming the first differing option (``force=true`` starts
+over, after removing what the earlier run left).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+# Options that change how fast a run goes, not what it computes.
+SPEED_ONLY = {"trainer.threads", "trainer.num_workers", "trainer.progress", "exp_dir", "force"}
+# What an earlier training leaves in its experiment directory.
+TRAINING_OUTPUTS = ("checkpoints", "model.pt", ".done", "history.json", "tensorboard", "training_curves.png")
+
+
+class ExperimentConfigError(ValueError):
+    """``exp_dir`` holds a training made with another configuration."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            yield from _flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], tree
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every option that differs (speed-only options ignored), sorted by key."""
+    a, b = dict(_flatten(old)), dict(_flatten(new))
+    keys = sorted(k for k in a.keys() | b.keys() if k not in SPEED_ONLY and a.get(k, "<unset>") != b.get(k, "<unset>"))
+    return [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}" for k in keys]
+
+
+def claim_experiment_dir(exp_dir: Path, config: Mapping[str, Any], force: bool = False) -> None:
+    """Check ``exp_dir`` before ``config`` (resolved, plain containers) is written into it.
+
+    Raises :class:`ExperimentConfigError` when an earlier training with another config left outputs there,
+    unless ``force``: then those outputs are removed and the run starts over.
+    """
+    previous = exp_dir / "config.yaml"
+    started = [name for name in TRAINING_OUTPUTS if (exp_dir / name).exists()]
+    if not started or not previous.is_file():
+        return
+    old = yaml.safe_load(previous.read_text()) or {}
+    diffs = config_differences(old, config)
+    if not diffs:
+        return
+    if not force:
+        raise ExperimentConfigError(
+            f"{exp_dir}: holds a training made with other options ({'; '.join(diffs[:3])}"
+            f"{f'; {len(diffs) - 3} more' if len(diffs) > 3 else ''}): choose another exp_dir, or force=true "
+            f"to discard it and start over")
+    log.warning("%s: force=true: discarding the training made with other options (%s)", exp_dir, "; ".join(diffs))
+    for name in started:
+        path = exp_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
