@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> None:
         from speechattn.inference.driver import infer_dir
         infer_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint, task=cfg.task,
                   allow_pipes=bool(cfg.allow_pipes), device=device, force=bool(cfg.force),
-                  chunk_frames=int(cfg.chunk_frames))
+                  batch_frames=int(cfg.batch_frames), chunk_frames=int(cfg.chunk_frames))
 
 
 if __name__ == "__main__":
