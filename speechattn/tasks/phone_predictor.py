@@ -67,11 +67,15 @@ class PhoneLabeler(Predictor):
         """Chunked labelling of a (long) audio file with bounded memory; identical to whole-utterance labels.
 
         Yields ``(first_frame, labels)`` in order. Needs a bounded receptive field (not BLSTM / full attention).
+        ``chunk_frames`` is rounded up to a multiple of the frame stack: chunks must start on the stacking
+        grid of the whole utterance, or their positions would stack other frames together.
         """
         rf = self.receptive_field
         if rf is None:
             raise ValueError(f"model {self.config['model']['name']} has an unbounded receptive field: "
                              "chunked long-form inference would not be exact; use whole-utterance inference")
+        k = self.model.frame_stack
+        chunk_frames = -(-chunk_frames // k) * k
 
         def frame_fn(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
