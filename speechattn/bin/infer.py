@@ -9,7 +9,8 @@
 Only ``wav.scp`` is required. Audio that cannot be used (unreadable, empty, shorter than one 25 ms window)
 is skipped, counted in the log and listed in ``OUT/failed.txt``. Outputs are written to temporary files
 and renamed when complete, so an interrupted run never leaves partial outputs; a complete output
-directory is skipped unless ``force=true`` (:mod:`speechattn.inference.driver`). ``task=phone|sid`` is
+directory is skipped unless ``force=true`` (:mod:`speechattn.inference.driver`). Utterances of similar
+length are predicted together, ``batch_frames`` padded frames per forward pass (0: one at a time; same outputs). ``task=phone|sid`` is
 accepted and checked against the checkpoint.
 """
 from __future__ import annotations

@@ -12,6 +12,8 @@ The same conventions for every task:
 - **bad audio** (missing, unreadable, empty, shorter than one 25 ms window, a refused pipe, a segment
   outside its recording) is skipped, counted in the log and listed in ``out_dir/failed.txt`` as
   ``UTT REASON`` with the ``wav.scp``/``segments`` line (an empty file when none);
+- **batches** (``batch_frames > 1``): utterances of similar length share one padded forward pass
+  (:mod:`speechattn.inference.batching`); outputs are those of one at a time, in ``wav.scp`` order;
 - **atomic outputs**: every file is written under a temporary name and renamed when complete, the primary
   output (the writer's first file) last, then ``inputs.json``; temporary files an interrupted run left
   behind are removed by the next run;
