@@ -9,7 +9,8 @@
 Only ``wav.scp`` is required. Audio that cannot be used (unreadable, empty, shorter than one 25 ms window)
 is skipped, counted in the log and listed in ``OUT/failed.txt``. Outputs are written to temporary files
 and renamed when complete, so an interrupted run never leaves partial outputs; a complete output
-directory is skipped unless ``force=true`` (:mod:`speechattn.inference.driver`). ``task=phone|sid`` is
+directory is skipped unless ``force=true`` (:mod:`speechattn.inference.driver`). Utterances of similar
+length are predicted together, ``batch_frames`` padded frames per forward pass (0: one at a time; same outputs). ``task=phone|sid`` is
 accepted and checked against the checkpoint.
 """
 from __future__ import annotations
@@ -37,7 +38,8 @@ def main(cfg: DictConfig) -> None:
         from speechattn.inference.driver import infer_dir
         infer_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint, task=cfg.task,
                   allow_pipes=bool(cfg.allow_pipes), device=device, force=bool(cfg.force),
-                  chunk_frames=int(cfg.chunk_frames), precision=cfg.get("precision"))
+                  batch_frames=int(cfg.batch_frames), chunk_frames=int(cfg.chunk_frames),
+                  precision=cfg.get("precision"))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ The same conventions for every task:
 - **bad audio** (missing, unreadable, empty, shorter than one 25 ms window, a refused pipe, a segment
   outside its recording) is skipped, counted in the log and listed in ``out_dir/failed.txt`` as
   ``UTT REASON`` with the ``wav.scp``/``segments`` line (an empty file when none);
+- **batches** (``batch_frames > 1``): utterances of similar length share one padded forward pass
+  (:mod:`speechattn.inference.batching`); outputs are those of one at a time, in ``wav.scp`` order;
 - **atomic outputs**: every file is written under a temporary name and renamed when complete, the primary
   output (the writer's first file) last, then ``inputs.json``; temporary files an interrupted run left
   behind are removed by the next run;
@@ -27,7 +29,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -36,6 +38,7 @@ from speechattn.data.audio import AudioError
 from speechattn.data.framing import num_frames
 from speechattn.data.kaldi_dir import KaldiDataDir, read_table
 from speechattn.data.segments import SegmentReader
+from speechattn.inference.batching import WINDOW_BATCHES, plan_batches
 from speechattn.tasks import get_task
 from speechattn.tasks.base import FAILED, Predictor, Task
 from speechattn.utils.atomic import atomic_write_text
@@ -90,11 +93,15 @@ def _remove_leftovers(out_dir: Path, names: Iterable[str]) -> None:
 
 def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, checkpoint: str = "model.pt",
               allow_pipes: bool = False, device: torch.device | str = "cpu", force: bool = False,
-              task: str | None = None, precision: str | None = None, **options: Any) -> Path:
+              task: str | None = None, precision: str | None = None, batch_frames: int = 0,
+              **options: Any) -> Path:
     """Predict every utterance of ``data_dir/wav.scp``; returns the primary output's path.
 
     ``task`` defaults to the checkpoint's, ``precision`` (fp32 | bf16 | fp16) to the checkpoint's
     ``trainer.precision``; ``options`` go to the predictor (e.g. ``chunk_frames`` for phone).
+    ``batch_frames > 1`` predicts utterances of similar length together, at most that many padded feature
+    frames per forward pass (:mod:`speechattn.inference.batching`); outputs are the same as one at a time
+    (0) and in the same order.
     """
     exp_dir, data_dir, out_dir = Path(exp_dir), Path(data_dir), Path(out_dir)
     the_task = get_task(task) if task else task_of(exp_dir, checkpoint)
@@ -111,17 +118,14 @@ def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
         stale.unlink(missing_ok=True)
     _remove_leftovers(out_dir, (*writer.files, FAILED, INPUTS))
     fingerprint = input_fingerprint(exp_dir, data_dir, checkpoint)
-    audio_of = _audio_reader(data, predictor, allow_pipes, options)
     failed: list[str] = []
     frames = 0
     t0 = time.monotonic()
     with writer:
-        for utt in tqdm(utterances, desc="infer", mininterval=5.0):
-            try:
-                prediction = audio_of(utt)
-            except AudioError as e:
-                log.warning("skipping %s: %s", utt, e)
-                failed.append(f"{utt} {' '.join(str(e).split())}")
+        for utt, prediction in _predictions(data, predictor, allow_pipes, batch_frames, options):
+            if isinstance(prediction, AudioError):
+                log.warning("skipping %s: %s", utt, prediction)
+                failed.append(f"{utt} {' '.join(str(prediction).split())}")
                 continue
             frames += writer.write(utt, prediction)
         atomic_write_text(out_dir / FAILED, "".join(f + "\n" for f in failed))
@@ -133,23 +137,80 @@ def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
     return primary
 
 
-def _audio_reader(data: KaldiDataDir, predictor: Predictor, allow_pipes: bool,
-                  options: dict[str, Any]) -> Callable[[str], Any]:
-    """``utt -> prediction``: from the ``wav.scp`` entry, or cut from its recording when there are segments."""
+def _predictions(data: KaldiDataDir, predictor: Predictor, allow_pipes: bool, batch_frames: int,
+                 options: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(utt, prediction or the AudioError that made it fail)`` for every utterance, in data-dir order.
+
+    ``batch_frames <= 1``: one at a time (read, predict, next). Else a window of about ``WINDOW_BATCHES``
+    batches of utterances is read, predicted in length-sorted batches and yielded in order; utterances the
+    predictor wants alone (``file_features`` is None: long recordings labelled in chunks) are predicted
+    on their own when read."""
+    features_of, predict_one = _readers(data, predictor, allow_pipes, options)
+    progress = tqdm(data.utterances, desc="infer", mininterval=5.0)
+    if batch_frames <= 1:
+        for utt in progress:
+            try:
+                yield utt, predict_one(utt)
+            except AudioError as e:
+                yield utt, e
+        return
+    window: list[tuple[str, Any]] = []  # (utt, prediction | AudioError | features still to predict)
+    pending = 0                         # feature frames in the window still to predict
+    for utt in progress:
+        try:
+            feats = features_of(utt)
+            item = predict_one(utt) if feats is None else feats
+        except AudioError as e:
+            item = e
+        window.append((utt, item))
+        if isinstance(item, torch.Tensor):
+            pending += item.shape[0]
+        if pending >= WINDOW_BATCHES * batch_frames:
+            yield from _predict_window(predictor, window, batch_frames)
+            window, pending = [], 0
+    yield from _predict_window(predictor, window, batch_frames)
+
+
+def _predict_window(predictor: Predictor, window: list[tuple[str, Any]],
+                    batch_frames: int) -> Iterator[tuple[str, Any]]:
+    """Predict the window's features in length-sorted batches; yield the window in its order."""
+    todo = [i for i, (_, item) in enumerate(window) if isinstance(item, torch.Tensor)]
+    results = dict(enumerate(item for _, item in window))
+    for batch in plan_batches([window[i][1].shape[0] for i in todo], batch_frames):
+        indices = [todo[j] for j in batch]
+        for i, prediction in zip(indices, predictor.predict_batch([window[i][1] for i in indices])):
+            results[i] = prediction
+    for i, (utt, _) in enumerate(window):
+        yield utt, results[i]
+
+
+def _readers(data: KaldiDataDir, predictor: Predictor, allow_pipes: bool, options: dict[str, Any]
+             ) -> tuple[Callable[[str], torch.Tensor | None], Callable[[str], Any]]:
+    """``utt -> features (T, F)`` (None: predict it alone) and ``utt -> prediction``: from the ``wav.scp``
+    entry, or cut from its recording when there are segments. Both raise ``AudioError`` for bad audio."""
     if data.segments is None:
         lines = {utt: i for i, utt in enumerate(data.wav_scp, start=1)}
         scp = data.path / "wav.scp"
-        return lambda utt: predictor.predict_file(data.wav_scp[utt], utt, where=f"{scp}:{lines[utt]}",
-                                                  allow_pipes=allow_pipes, **options)
+
+        def file_features(utt: str) -> torch.Tensor | None:
+            return predictor.file_features(data.wav_scp[utt], utt, where=f"{scp}:{lines[utt]}",
+                                           allow_pipes=allow_pipes, **options)
+
+        def predict_file(utt: str) -> Any:
+            return predictor.predict_file(data.wav_scp[utt], utt, where=f"{scp}:{lines[utt]}",
+                                          allow_pipes=allow_pipes, **options)
+
+        return file_features, predict_file
     segment_audio = SegmentReader(data, predictor.sample_rate, allow_pipes=allow_pipes)
     cfg = predictor.feature_cfg
     segment_lines = {utt: i for i, utt in enumerate(data.segments, start=1)}
 
-    def predict_segment(utt: str) -> Any:
+    def segment(utt: str) -> torch.Tensor:
         waveform = segment_audio(utt)
         if num_frames(waveform.numel(), cfg.sample_rate, cfg.frame_length_ms, cfg.frame_shift_ms) == 0:
             raise AudioError(f"{data.path / 'segments'}:{segment_lines[utt]}: segment '{utt}' is shorter than one "
                              f"analysis window ({waveform.numel()} samples)")
-        return predictor.predict_waveform(waveform, utt, **options)
+        return waveform
 
-    return predict_segment
+    return (lambda utt: predictor.features(segment(utt), utt),
+            lambda utt: predictor.predict_waveform(segment(utt), utt, **options))

@@ -18,7 +18,7 @@ import shutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, ClassVar, Mapping, TypeVar
+from typing import IO, Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -184,6 +184,12 @@ class Predictor:
     def predict_waveform(self, waveform: torch.Tensor, utt: str = "", **options: Any) -> Any:
         """The task's prediction for one utterance's audio ``(N,)`` at ``sample_rate``, given to its
         :class:`OutputWriter`."""
+        return self.predict_batch([self.features(waveform, utt)])[0]
+
+    def predict_batch(self, feats: Sequence[torch.Tensor]) -> list[Any]:
+        """Predictions of several utterances from their normalised features ``[(T_i, F)]`` (each ``T_i >=
+        1``), in one padded forward pass; each equals the utterance's prediction alone (the models ignore
+        padding) up to floating-point summation order. A list of one is the one-at-a-time forward."""
         raise NotImplementedError
 
     def predict_file(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False, **options: Any) -> Any:
@@ -191,6 +197,25 @@ class Predictor:
         Raises :class:`~speechattn.data.audio.AudioError` for unusable audio."""
         waveform = load_audio(spec, self.sample_rate, allow_pipes=allow_pipes, where=where)
         return self.predict_waveform(waveform, utt, **options)
+
+    def file_features(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False,
+                      **options: Any) -> torch.Tensor | None:
+        """Features ``(T, F)`` of a ``wav.scp`` entry for :meth:`predict_batch`, or None when the entry must
+        be predicted on its own with :meth:`predict_file` (e.g. a long recording labelled in chunks).
+        Raises :class:`~speechattn.data.audio.AudioError` for unusable audio."""
+        return self.features(load_audio(spec, self.sample_rate, allow_pipes=allow_pipes, where=where), utt)
+
+
+def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Utterances' features ``[(T_i, F)]`` -> zero-padded ``(B, max T_i, F)`` and their lengths ``(B,)``.
+
+    Example:
+        >>> x, lengths = pad_features([torch.ones(3, 2), torch.ones(1, 2)])
+        >>> x.shape, lengths.tolist(), x[1, 1:].abs().sum().item()
+        (torch.Size([2, 3, 2]), [3, 1], 0.0)
+    """
+    lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+    return torch.nn.utils.rnn.pad_sequence(list(feats), batch_first=True), lengths
 
 
 def read_feature_config(exp_dir: Path) -> FeatureConfig:

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from speechattn.data.audio import audio_info
 from speechattn.data.framing import frame_shift_samples
 from speechattn.features.extract import feature_context_frames
 from speechattn.models.encoders import attention_window
-from speechattn.tasks.base import Predictor
+from speechattn.tasks.base import Predictor, pad_features
 from speechattn.tasks.longform import iter_chunked_predictions
 
 log = logging.getLogger(__name__)
@@ -42,27 +42,41 @@ class PhoneLabeler(Predictor):
     @torch.no_grad()
     def logits(self, feats: torch.Tensor) -> torch.Tensor:
         """feats (T, F) -> logits (T, C)."""
-        x = feats[None].to(self.device)
-        lengths = torch.tensor([feats.shape[0]], device=self.device)
+        return self.batch_logits([feats])[0]
+
+    @torch.no_grad()
+    def batch_logits(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Several utterances' feats ``[(T_i, F)]`` -> logits ``(B, max T_i, C)`` of one padded forward pass
+        (rows past ``T_i`` are padding)."""
+        x, lengths = pad_features(feats)
         with self.autocast():
-            return self.model(x, lengths)[0].float().cpu()
+            return self.model(x.to(self.device), lengths.to(self.device)).float().cpu()
+
+    def predict_batch(self, feats: Sequence[torch.Tensor]) -> list[list[str]]:
+        """Frame labels of several utterances (one padded forward pass): each as :meth:`label_waveform`."""
+        ids = self.batch_logits(feats).argmax(-1)
+        return [[self.labels[i] for i in row[:f.shape[0]].tolist()] for row, f in zip(ids, feats)]
 
     def label_waveform(self, waveform: torch.Tensor, utt: str = "") -> list[str]:
         """Whole-utterance labelling: one phone symbol per frame."""
         feats = self.features(waveform, utt)
         if feats.shape[0] == 0:
             return []
-        return [self.labels[i] for i in self.logits(feats).argmax(-1).tolist()]
+        return self.predict_batch([feats])[0]
 
     def iter_label_file(self, path: str, chunk_frames: int) -> Iterator[tuple[int, list[str]]]:
         """Chunked labelling of a (long) audio file with bounded memory; identical to whole-utterance labels.
 
         Yields ``(first_frame, labels)`` in order. Needs a bounded receptive field (not BLSTM / full attention).
+        ``chunk_frames`` is rounded up to a multiple of the frame stack: chunks must start on the stacking
+        grid of the whole utterance, or their positions would stack other frames together.
         """
         rf = self.receptive_field
         if rf is None:
             raise ValueError(f"model {self.config['model']['name']} has an unbounded receptive field: "
                              "chunked long-form inference would not be exact; use whole-utterance inference")
+        k = self.model.frame_stack
+        chunk_frames = -(-chunk_frames // k) * k
 
         def frame_fn(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
             with torch.no_grad(), self.autocast():
@@ -81,15 +95,28 @@ class PhoneLabeler(Predictor):
                      chunk_frames: int = 6000, **options: Any) -> list[str]:
         """Phone labels of one ``wav.scp`` entry; a file longer than ``chunk_frames`` frames is labelled in
         chunks (bounded memory, identical labels) when the receptive field is bounded."""
-        if not spec.rstrip().endswith("|") and self.receptive_field is not None:
-            num_samples = audio_info(spec, self.sample_rate, allow_pipes=allow_pipes, where=where)[0]
-            shift = frame_shift_samples(self.sample_rate, self.feature_cfg.frame_shift_ms)
-            if num_samples > chunk_frames * shift:  # long recording
-                labels: list[str] = []
-                for _, chunk in self.iter_label_file(spec, chunk_frames):
-                    labels.extend(chunk)
-                return labels
+        if self._is_long_file(spec, where, allow_pipes, chunk_frames):
+            labels: list[str] = []
+            for _, chunk in self.iter_label_file(spec, chunk_frames):
+                labels.extend(chunk)
+            return labels
         return super().predict_file(spec, utt, where=where, allow_pipes=allow_pipes, **options)
+
+    def file_features(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False,
+                      chunk_frames: int = 6000, **options: Any) -> torch.Tensor | None:
+        """Features for batched labelling, or None for a long file (labelled in chunks by :meth:`predict_file`;
+        its audio is not read here)."""
+        if self._is_long_file(spec, where, allow_pipes, chunk_frames):
+            return None
+        return super().file_features(spec, utt, where=where, allow_pipes=allow_pipes, **options)
+
+    def _is_long_file(self, spec: str, where: str, allow_pipes: bool, chunk_frames: int) -> bool:
+        """A file (not a pipe) longer than ``chunk_frames`` frames, with a bounded receptive field: chunked."""
+        if spec.rstrip().endswith("|") or self.receptive_field is None:
+            return False
+        num_samples = audio_info(spec, self.sample_rate, allow_pipes=allow_pipes, where=where)[0]
+        shift = frame_shift_samples(self.sample_rate, self.feature_cfg.frame_shift_ms)
+        return num_samples > chunk_frames * shift
 
     @torch.no_grad()
     def attention(self, feats: torch.Tensor, layer: int = -1) -> torch.Tensor | None:

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from speechattn.models.speaker import AAMSoftmax
-from speechattn.tasks.base import Predictor
+from speechattn.tasks.base import Predictor, pad_features
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,17 @@ class SpeakerEmbedder(Predictor):
     @torch.no_grad()
     def embed(self, feats: torch.Tensor) -> torch.Tensor:
         """Whole-utterance embedding: feats (T, F) -> (E,) float32 on CPU."""
-        if feats.shape[0] == 0:
+        return self.embed_batch([feats])[0]
+
+    @torch.no_grad()
+    def embed_batch(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Several utterances' feats ``[(T_i, F)]`` -> embeddings ``(B, E)`` of one padded forward pass (the
+        pooling ignores padding: each row is the utterance's :meth:`embed`)."""
+        if any(f.shape[0] == 0 for f in feats):
             raise ValueError("no feature frames: the audio is shorter than one analysis window")
-        lengths = torch.tensor([feats.shape[0]], device=self.device)
+        x, lengths = pad_features(feats)
         with self.autocast():
-            return self.model(feats[None].to(self.device), lengths)[0].float().cpu()
+            return self.model(x.to(self.device), lengths.to(self.device)).float().cpu()
 
     def embed_waveform(self, waveform: torch.Tensor, utt: str = "") -> torch.Tensor:
         """waveform (N,) at ``sample_rate`` -> embedding (E,)."""
@@ -110,7 +116,12 @@ class SpeakerEmbedder(Predictor):
 
     def predict_waveform(self, waveform: torch.Tensor, utt: str = "", **options: Any) -> SpeakerPrediction:
         """Embedding and top-1 training speaker of one utterance (the whole of it)."""
-        feats = self.features(waveform, utt)
-        embedding = self.embed(feats)
-        speaker, score = self.predict(embedding)
-        return SpeakerPrediction(embedding, speaker, score, int(feats.shape[0]))
+        return self.predict_batch([self.features(waveform, utt)])[0]
+
+    def predict_batch(self, feats: Sequence[torch.Tensor]) -> list[SpeakerPrediction]:
+        """Embeddings and top-1 training speakers of several utterances (one padded forward pass)."""
+        embeddings = self.embed_batch(feats)
+        scores = self.scores(embeddings)
+        best = scores.argmax(-1).tolist()
+        return [SpeakerPrediction(emb, self.speakers[b], float(row[b]), int(f.shape[0]))
+                for emb, row, b, f in zip(embeddings, scores, best, feats)]
