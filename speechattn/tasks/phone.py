@@ -4,11 +4,14 @@ Data: features of ``data.train_dir`` / ``data.valid_dir`` (``feats.scp``) with f
 (``data.labels``, ``UTT PH PH ...``), classes from ``data.lang_dir/phones.txt``. Model: an encoder from the
 ``model`` group + a per-frame classifier (:func:`speechattn.models.frame_classifier.build_phone_model`).
 Loss: frame-level cross entropy over real (non-padded) frames, optionally label-smoothed, with SpecAugment
-masks in training. Inference writes ``frames.txt`` (``UTT PH PH ...``) and ``phones.ctm``.
+masks in training. Inference writes ``frames.txt`` (``UTT PH PH ...``) and ``phones.ctm``. A
+``data.lang_dir/score_map`` (training phone -> scoring class) is copied into the experiment and applied
+by the scorer (:mod:`speechattn.tasks.phone_scoring`).
 """
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +21,7 @@ from omegaconf import DictConfig
 
 from speechattn.data.alignments import read_phone_table
 from speechattn.data.dataset import IGNORE_INDEX, Batch, FrameLabelDataset, Normaliser, load_features
+from speechattn.data.phone_data_dir import SCORE_MAP
 from speechattn.data.frame_labels import labelled_utterances, read_frame_labels
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.features.augment import spec_augment
@@ -103,6 +107,15 @@ class PhoneTask(Task):
 
     def labels_path(self, cfg: DictConfig) -> Path:
         return Path(cfg.data.lang_dir) / "phones.txt"
+
+    def write_experiment_files(self, cfg: DictConfig, exp_dir: Path) -> None:
+        """The base files, plus the lang dir's ``score_map`` when it has one (a stale copy is removed)."""
+        super().write_experiment_files(cfg, exp_dir)
+        score_map = Path(cfg.data.lang_dir) / SCORE_MAP
+        if score_map.is_file():
+            shutil.copyfile(score_map, exp_dir / SCORE_MAP)
+        else:
+            (exp_dir / SCORE_MAP).unlink(missing_ok=True)
 
     def read_labels(self, path: Path) -> list[str]:
         return read_phone_table(path)
