@@ -99,6 +99,7 @@ def test_voxceleb1_recipe_end_to_end(fixtures, tmp_path: Path) -> None:
     verif = json.loads((work / "exp" / "verif" / "scores" / "scores.json").read_text())
     trials = (work / "data" / "verif_test" / "trials").read_text().splitlines()
     assert verif["verification"]["num_trials"] == len(trials) > 0 and 0 <= verif["verification"]["eer"] <= 100
+    assert set(verif["verification"]["min_dcf_at_p_target"]) == {"0.01", "0.05"}
     # Verification trains on speakers of no trial.
     trial_speakers = {u.split("-")[0] for line in trials for u in line.split()[1:]}
     assert not trial_speakers & set((work / "exp" / "verif" / "speakers.txt").read_text().split())

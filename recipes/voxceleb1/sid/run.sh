@@ -13,8 +13,8 @@
 #   2 cmvn      mean-only CMN statistics of each training set                 (speechattn/conf/cmvn/global_mean.yaml)
 #   3 train     exp/ident and exp/verif (speechattn/conf/train_sid.yaml, conf/data/voxceleb1_sid_{ident,verif}.yaml)
 #   4 infer     speechattn-infer task=sid on ident_test / verif_test
-#   5 score     identification top-1/top-5 (exp/ident/scores), verification EER, minDCF (P_target 0.01 here;
-#               0.05 too in scores.json when the scorer reports it), DET curve (exp/verif/scores)
+#   5 score     identification top-1/top-5 (exp/ident/scores), verification EER, minDCF at P_target 0.01
+#               (and 0.01 / 0.05 in scores.json: min_dcf_at_p_target), DET curve (exp/verif/scores)
 #   6 results   RESULTS.md
 #
 # Usage: ./run.sh --corpus-dir /data/voxceleb1 [options]      e.g. ./run.sh --corpus-dir DIR --tasks verif
