@@ -136,7 +136,7 @@ def test_textgrids_beside_the_ctm_read_back_with_praatio(exp_dir: Path, tmp_path
     assert sorted(listed) == sorted(audio)
     for utt, labels in frames.items():
         grid = praat_textgrid.openTextgrid(listed[utt], includeEmptyIntervals=True)
-        assert grid.tierNames == ["phones"]
+        assert list(grid.tierNames) == ["phones"]
         assert grid.maxTimestamp == pytest.approx((len(labels) - 1) * 0.01 + 0.025)
         # Interval centres re-expand to the frame labels (SIL written as empty intervals, MFA's convention).
         segments = read_phone_tier(listed[utt], map_label=lambda p: p or "SIL")
