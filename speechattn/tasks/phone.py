@@ -2,8 +2,9 @@
 
 Data: features of ``data.train_dir`` / ``data.valid_dir`` (``feats.scp``) with frame labels
 (``data.labels``, ``UTT PH PH ...``), classes from ``data.lang_dir/phones.txt``; held in memory, or with
-``data.on_demand=true`` read from the arks when used (only an index in memory: corpora larger than RAM). Model: an encoder from the
-``model`` group + a per-frame classifier (:func:`speechattn.models.frame_classifier.build_phone_model`).
+``data.on_demand=true`` read from the arks when used (only an index in memory: corpora larger than RAM).
+Model: an encoder from the ``model`` group + a per-frame classifier
+(:func:`speechattn.models.frame_classifier.build_phone_model`).
 Loss: frame-level cross entropy over real (non-padded) frames, optionally label-smoothed, with SpecAugment
 masks in training. Inference writes ``frames.txt`` (``UTT PH PH ...``) and ``phones.ctm``. A
 ``data.lang_dir/score_map`` (training phone -> scoring class) is copied into the experiment and applied
@@ -120,9 +121,10 @@ class PhoneOutputWriter(OutputWriter):
     (``UTT 1 START DUR PHONE``, runs of equal frame labels merged).
 
     With ``textgrid=True`` also one Praat TextGrid per utterance, ``textgrids/<UTT>.TextGrid`` (tier
-    ``phones``, SIL as empty intervals as MFA writes them; :func:`speechattn.data.textgrid.write_frame_labels_textgrid`),
-    listed in ``textgrids.scp`` (``UTT PATH``). A TextGrid spans the frames' windows, ``(T - 1) · 10 + 25`` ms:
-    the recording as the features saw it (up to one frame shift shorter than the audio).
+    ``phones``, SIL as empty intervals as MFA writes them;
+    :func:`speechattn.data.textgrid.write_frame_labels_textgrid`), listed in ``textgrids.scp`` (``UTT PATH``).
+    A TextGrid spans the frames' windows, ``(T - 1) · 10 + 25`` ms: the recording as the features saw it (up
+    to one frame shift shorter than the audio).
     """
 
     files = ("frames.txt", "phones.ctm")
