@@ -8,7 +8,8 @@ Reads TIMIT in LDC's layout, ``CORPUS/{TRAIN,TEST}/DR1..DR8/<SPEAKER>/<SENTENCE>
                                      frame_labels (one phone of the 48-phone set per 10 ms frame)
     OUT/lang/phones.txt              the 48 training phones, SIL = 0 (TIMIT's sil, upper case like every symbol)
     OUT/lang/phones_39.txt           the 39 scoring classes, SIL = 0
-    OUT/lang/phone_map_48_39         training phone -> scoring class (Lee & Hon's folding)
+    OUT/lang/score_map               training phone -> scoring class (Lee & Hon's 48 -> 39 folding): the phone
+                                     scorer folds reference and hypothesis through it (speechattn/tasks/phone_scoring.py)
 
 Sets, as in Kaldi's egs/timit/s5: ``train`` = all of ``TRAIN/`` (462 speakers, 3,696 sentences);
 ``dev`` = the standard 50-speaker development set (400 sentences); ``test`` = the 24-speaker core test set
@@ -43,7 +44,7 @@ import soundfile as sf
 
 from speechattn.data.alignments import write_phone_table
 from speechattn.data.kaldi_dir import KaldiDataError, write_table
-from speechattn.data.phone_data_dir import PreparedUtterance, SetStats, write_phone_data_dir
+from speechattn.data.phone_data_dir import SCORE_MAP, PreparedUtterance, SetStats, write_phone_data_dir
 from speechattn.data.sid_splits import outputs_up_to_date, write_stamp
 from speechattn.data.timit import (CORE_TEST_SPEAKERS, DEV_SPEAKERS, FOLD_61_TO_48, SAMPLE_RATE, SILENCE,
                                    PhnOverhangError, TimitUtterance, audio_format, data_symbol, fold_segments,
@@ -55,7 +56,7 @@ logger = logging.getLogger("prepare_timit")
 
 SETS = ("train", "dev", "test")
 STAMP_NAME = "prepare_timit"
-STAMP_VERSION = 1
+STAMP_VERSION = 2  # 2: lang/score_map (was phone_map_48_39)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -178,7 +179,7 @@ def prepare_set(name: str, members: list[TimitUtterance], args: argparse.Namespa
 def write_lang(lang_dir: Path) -> None:
     write_phone_table(lang_dir / "phones.txt", phone_table_48())
     write_phone_table(lang_dir / "phones_39.txt", phone_table_39())
-    write_table(lang_dir / "phone_map_48_39", scoring_map_48_to_39())
+    write_table(lang_dir / SCORE_MAP, scoring_map_48_to_39())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                "complete_dev_speakers": args.complete_dev_speakers, "include_sa": args.include_sa,
                "max_utts_per_set": args.max_utts_per_set}
     if not args.force and outputs_up_to_date(args.out_dir, SETS, STAMP_NAME, options,
-                                             extra_files=("lang/phones.txt", "lang/phone_map_48_39",
+                                             extra_files=("lang/phones.txt", f"lang/{SCORE_MAP}",
                                                           *(f"{s}/frame_labels" for s in SETS))):
         logger.info("%s: TIMIT data dirs up to date, nothing to do (--force to redo)", args.out_dir)
         return 0

@@ -119,3 +119,33 @@ def test_corrupt_block_in_a_long_file_is_reported_with_its_offset(exp_dir: Path,
     assert failed.startswith("a_long") and "corrupt audio block at" in failed and " s" in failed
     frames = read_table_lists(out / "frames.txt", check_sorted=False)
     assert set(frames) == set(audio)  # the other utterances are labelled and written completely
+
+
+def test_textgrids_beside_the_ctm_read_back_with_praatio(exp_dir: Path, tmp_path: Path) -> None:
+    from praatio import textgrid as praat_textgrid
+
+    from speechattn.data.textgrid import read_phone_tier
+
+    data, audio = _wav_only_dir(tmp_path)
+    out = tmp_path / "out"
+    infer_dir(exp_dir, data, out)  # without TextGrids first: asking for them afterwards redoes the run
+    assert not (out / "textgrids.scp").exists()
+    infer_dir(exp_dir, data, out, writer_options={"textgrid": True})
+    frames = read_table_lists(out / "frames.txt", check_sorted=False)
+    listed = dict(line.split() for line in (out / "textgrids.scp").read_text().splitlines())
+    assert sorted(listed) == sorted(audio)
+    for utt, labels in frames.items():
+        grid = praat_textgrid.openTextgrid(listed[utt], includeEmptyIntervals=True)
+        assert list(grid.tierNames) == ["phones"]
+        assert grid.maxTimestamp == pytest.approx((len(labels) - 1) * 0.01 + 0.025)
+        # Interval centres re-expand to the frame labels (SIL written as empty intervals, MFA's convention).
+        segments = read_phone_tier(listed[utt], map_label=lambda p: p or "SIL")
+        expanded = [next(s.label for s in segments if s.start <= 0.0125 + 0.01 * i < s.start + s.duration)
+                    for i in range(len(labels))]
+        assert expanded == labels
+
+
+def test_textgrid_option_of_a_task_without_it_is_an_error(exp_dir: Path, tmp_path: Path) -> None:
+    data, _ = _wav_only_dir(tmp_path)
+    with pytest.raises(ValueError, match=r"task phone: unknown output option\(s\) \['nonsense'\]"):
+        infer_dir(exp_dir, data, tmp_path / "out", writer_options={"nonsense": True})

@@ -64,7 +64,7 @@ def test_sets_labels_and_tables(timit, tmp_path):
         assert int(frames[utt]) == len(utt_labels)
     assert (data / "lang" / "phones.txt").read_text().splitlines()[0] == "SIL 0"
     assert len((data / "lang" / "phones.txt").read_text().splitlines()) == 48
-    assert read_table(data / "lang" / "phone_map_48_39")["VCL"] == "SIL"
+    assert read_table(data / "lang" / "score_map")["VCL"] == "SIL"
     assert read_table(data / "test" / "text")["MDAB0_SI1000"].isupper()
 
 

@@ -322,3 +322,18 @@ def test_audio_formats(tmp_path):
     (tmp_path / "d.WAV").write_bytes(b"NIST_1A\n   1024\ngarbage")
     with pytest.raises(KaldiDataError, match=r"d.WAV:0: cannot read the audio header"):
         audio_format(tmp_path / "d.WAV")
+
+
+def test_score_map_errors_name_file_and_line(tmp_path):
+    from speechattn.data.kaldi_dir import KaldiDataError
+    from speechattn.data.phone_data_dir import read_score_map
+
+    path = tmp_path / "score_map"
+    path.write_text("SIL SIL\nAA AA\n")
+    assert read_score_map(path, ["SIL", "AA"]) == ({"SIL": "SIL", "AA": "AA"}, ["SIL", "AA"])
+    path.write_text("SIL SIL\nZZ AA\n")
+    with pytest.raises(KaldiDataError, match=r"score_map:2: 'ZZ' is not a training phone"):
+        read_score_map(path, ["SIL", "AA"])
+    path.write_text("SIL SIL\n")
+    with pytest.raises(KaldiDataError, match=r"score_map:0: 1 training phone\(s\) not mapped \(first: AA\)"):
+        read_score_map(path, ["SIL", "AA"])

@@ -3,6 +3,7 @@
     speechattn-infer exp_dir=EXP data_dir=DATA output_dir=OUT      (the task is the checkpoint's)
     phone -> OUT/frames.txt   `UTT LABEL LABEL ...`, one phone per 10 ms frame (frame i covers [10i, 10i+25) ms)
            OUT/phones.ctm   `UTT 1 START DUR PHONE`, runs of equal frame labels merged
+           OUT/textgrids/UTT.TextGrid + OUT/textgrids.scp   with textgrid=true (Praat / praatio; SIL empty)
     sid   -> OUT/predictions.txt  `UTT SPEAKER SCORE` (top-1 among the training speakers, cosine score)
            OUT/embeddings.scp/.ark  one embedding per utterance (kaldiio)
 
@@ -39,7 +40,7 @@ def main(cfg: DictConfig) -> None:
         infer_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint, task=cfg.task,
                   allow_pipes=bool(cfg.allow_pipes), device=device, force=bool(cfg.force),
                   batch_frames=int(cfg.batch_frames), chunk_frames=int(cfg.chunk_frames),
-                  precision=cfg.get("precision"))
+                  precision=cfg.get("precision"), writer_options={"textgrid": True} if cfg.get("textgrid") else None)
 
 
 if __name__ == "__main__":

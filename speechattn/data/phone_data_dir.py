@@ -33,6 +33,10 @@ from speechattn.utils.atomic import atomic_write_text
 logger = logging.getLogger(__name__)
 
 SKIPPED_LIST = "skipped.txt"
+# Optional ``<lang_dir>/score_map`` (``TRAINING_PHONE SCORING_CLASS`` per line): a preparation whose scoring
+# classes differ from its training classes (TIMIT: 48 -> 39) writes it; training copies it into the
+# experiment and the phone scorer folds reference and hypothesis through it (no corpus names in the code).
+SCORE_MAP = "score_map"
 
 
 @dataclass
@@ -127,3 +131,30 @@ def write_phone_data_dir(set_dir: str | Path, results: Iterable[PreparedUtteranc
         shutil.rmtree(tmp, ignore_errors=True)
     stats.utterances, stats.speakers = len(tables["wav.scp"]), len(spk2utt)
     return stats
+
+
+def read_score_map(path: str | Path, phones: list[str]) -> tuple[dict[str, str], list[str]]:
+    """A ``score_map`` (``PHONE CLASS`` per line) for the training classes ``phones``: ``(map, classes)``,
+    the scoring classes in the order of their first training phone (so ``SIL`` stays first).
+
+    Every training phone must be mapped, and only those: errors name the file and line.
+    """
+    path = Path(path)
+    mapping: dict[str, str] = {}
+    known = set(phones)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2:
+                raise KaldiDataError(f"{path}:{lineno}: expected 'PHONE CLASS', got {line.strip()!r}")
+            if fields[0] not in known:
+                raise KaldiDataError(f"{path}:{lineno}: '{fields[0]}' is not a training phone (phones.txt)")
+            if fields[0] in mapping:
+                raise KaldiDataError(f"{path}:{lineno}: '{fields[0]}' is mapped twice")
+            mapping[fields[0]] = fields[1]
+    missing = [p for p in phones if p not in mapping]
+    if missing:
+        raise KaldiDataError(f"{path}:0: {len(missing)} training phone(s) not mapped (first: {missing[0]})")
+    return mapping, list(dict.fromkeys(mapping[p] for p in phones))

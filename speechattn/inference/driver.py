@@ -29,7 +29,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from tqdm import tqdm
@@ -40,7 +40,7 @@ from speechattn.data.kaldi_dir import KaldiDataDir, read_table
 from speechattn.data.segments import SegmentReader
 from speechattn.inference.batching import WINDOW_BATCHES, plan_batches
 from speechattn.tasks import get_task
-from speechattn.tasks.base import FAILED, Predictor, Task
+from speechattn.tasks.base import FAILED, OutputWriter, Predictor, Task
 from speechattn.utils.atomic import atomic_write_text
 from speechattn.utils.checkpoint import load_checkpoint
 
@@ -65,10 +65,10 @@ def input_fingerprint(exp_dir: Path, data_dir: Path, checkpoint: str = "model.pt
 
 
 def outputs_complete(task: Task, exp_dir: Path, data_dir: Path, out_dir: Path, checkpoint: str = "model.pt",
-                     utterances: Iterable[str] | None = None) -> bool:
+                     utterances: Iterable[str] | None = None, writer_options: Mapping[str, Any] | None = None) -> bool:
     """True when ``out_dir`` holds the task's outputs for every utterance of ``data_dir`` (or a
     ``failed.txt`` line), made from the current checkpoint, ``wav.scp`` and ``segments``."""
-    paths = [out_dir / name for name in (*task.output_writer(out_dir).files, FAILED, INPUTS)]
+    paths = [out_dir / name for name in (*_writer(task, out_dir, writer_options).files, FAILED, INPUTS)]
     if not all(p.is_file() for p in paths):
         return False
     try:
@@ -84,6 +84,15 @@ def outputs_complete(task: Task, exp_dir: Path, data_dir: Path, out_dir: Path, c
     return done | skipped == set(utterances)
 
 
+def _writer(task: Task, out_dir: Path, options: Mapping[str, Any] | None) -> OutputWriter:
+    """The task's output writer with its output options (e.g. phone ``textgrid``); an option the task does
+    not have is an error naming it."""
+    try:
+        return task.output_writer(out_dir, **(options or {}))
+    except TypeError as e:
+        raise ValueError(f"task {task.name}: unknown output option(s) {sorted(options or {})}: {e}") from None
+
+
 def _remove_leftovers(out_dir: Path, names: Iterable[str]) -> None:
     """Temporary files of an interrupted run (``.NAME.*.tmp``, :func:`speechattn.utils.atomic.atomic_open`)."""
     for name in names:
@@ -94,11 +103,12 @@ def _remove_leftovers(out_dir: Path, names: Iterable[str]) -> None:
 def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *, checkpoint: str = "model.pt",
               allow_pipes: bool = False, device: torch.device | str = "cpu", force: bool = False,
               task: str | None = None, precision: str | None = None, batch_frames: int = 0,
-              **options: Any) -> Path:
+              writer_options: Mapping[str, Any] | None = None, **options: Any) -> Path:
     """Predict every utterance of ``data_dir/wav.scp``; returns the primary output's path.
 
     ``task`` defaults to the checkpoint's, ``precision`` (fp32 | bf16 | fp16) to the checkpoint's
-    ``trainer.precision``; ``options`` go to the predictor (e.g. ``chunk_frames`` for phone).
+    ``trainer.precision``; ``options`` go to the predictor (e.g. ``chunk_frames`` for phone),
+    ``writer_options`` to the task's output writer (e.g. ``textgrid`` for phone).
     ``batch_frames > 1`` predicts utterances of similar length together, at most that many padded feature
     frames per forward pass (:mod:`speechattn.inference.batching`); outputs are the same as one at a time
     (0) and in the same order.
@@ -106,10 +116,10 @@ def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
     exp_dir, data_dir, out_dir = Path(exp_dir), Path(data_dir), Path(out_dir)
     the_task = get_task(task) if task else task_of(exp_dir, checkpoint)
     data = KaldiDataDir.load(data_dir, require=("wav.scp",))
-    writer = the_task.output_writer(out_dir)
+    writer = _writer(the_task, out_dir, writer_options)
     primary = out_dir / writer.files[0]
     utterances = data.utterances
-    if not force and outputs_complete(the_task, exp_dir, data_dir, out_dir, checkpoint, utterances):
+    if not force and outputs_complete(the_task, exp_dir, data_dir, out_dir, checkpoint, utterances, writer_options):
         log.info("%s is complete (%d utterances): skipping (force=true to redo)", primary, len(utterances))
         return primary
     predictor = the_task.load_predictor(exp_dir, checkpoint, device, data_dir, precision=precision)

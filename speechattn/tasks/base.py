@@ -117,8 +117,9 @@ class Task(ABC):
         return self.predictor_class.from_exp_dir(exp_dir, checkpoint, device, data_dir, precision=precision)
 
     @abstractmethod
-    def output_writer(self, out_dir: Path) -> "OutputWriter":
-        """The writer of this task's inference outputs in ``out_dir``."""
+    def output_writer(self, out_dir: Path, **options: Any) -> "OutputWriter":
+        """The writer of this task's inference outputs in ``out_dir``; ``options`` are the task's output
+        options (phone: ``textgrid``)."""
 
     # ------------------------------------------------------------------------------------------- scoring
     @abstractmethod

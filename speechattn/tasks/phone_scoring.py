@@ -3,6 +3,10 @@
     -> scores.json (frame accuracy, non-silence accuracy, per-phone accuracy, accuracy by distance to a
        phone boundary, PER, the encoder's context), per_phone.txt, confusion.png, attention_map.png
        (encoders with ``attention_weights``), training_curves.png
+
+When the experiment has a ``score_map`` (copied from the lang dir at training time, e.g. TIMIT's 48 -> 39
+folding), reference and hypothesis are folded through it first and every score is over the scoring
+classes; the frame accuracy over the training classes is kept as ``frame_accuracy_training_classes``.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from omegaconf import DictConfig
 
 from speechattn.data.alignments import read_phone_table
 from speechattn.data.audio import load_audio
-from speechattn.data.kaldi_dir import read_table, read_table_lists
+from speechattn.data.kaldi_dir import KaldiDataError, read_table, read_table_lists
+from speechattn.data.phone_data_dir import SCORE_MAP, read_score_map
 from speechattn.metrics.phone import score_frame_files
 from speechattn.models.encoders import describe_context
 from speechattn.plots.attention import plot_attention_map
@@ -28,6 +33,14 @@ from speechattn.utils.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 
+def fold_labels(labels: dict[str, list[str]], mapping: dict[str, str], where: Path) -> dict[str, list[str]]:
+    """``{utt: labels}`` with every label replaced by its scoring class; an unmapped label is an error."""
+    try:
+        return {utt: [mapping[p] for p in seq] for utt, seq in labels.items()}
+    except KeyError as e:
+        raise KaldiDataError(f"{where}:0: label {e.args[0]!r} has no scoring class") from None
+
+
 def score_phone(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.hyp_dir/frames.txt`` against ``cfg.ref_dir/frame_labels``; see the module docstring."""
     exp_dir, out = Path(cfg.exp_dir), Path(cfg.output_dir)
@@ -35,7 +48,18 @@ def score_phone(cfg: DictConfig) -> dict[str, Any]:
     ref = read_table_lists(Path(cfg.ref_dir) / "frame_labels")
     hyp = read_table_lists(Path(cfg.hyp_dir) / "frames.txt", check_sorted=False)
     check_no_failures(Path(cfg.hyp_dir), "labelled")
+    score_map = exp_dir / SCORE_MAP
+    unfolded: float | None = None
+    if score_map.is_file():
+        mapping, classes = read_score_map(score_map, phones)
+        unfolded = score_frame_files(ref, hyp, phones, include_confusion=False)["frame_accuracy"]
+        ref, hyp = fold_labels(ref, mapping, score_map), fold_labels(hyp, mapping, score_map)
+        log.info("scoring on %d classes (%s), trained on %d", len(classes), score_map, len(phones))
+        phones = classes
     scores = score_frame_files(ref, hyp, phones)
+    if unfolded is not None:
+        scores["score_map"] = str(score_map)
+        scores["frame_accuracy_training_classes"] = unfolded
     confusion = scores.pop("confusion")
     scores.pop("phones", None)
     facts = experiment_facts(exp_dir)

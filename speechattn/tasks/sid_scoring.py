@@ -115,6 +115,8 @@ def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_t
                              f"({target.size} target, {nontarget.size} non-target)")
     eer, eer_threshold = compute_eer(target, nontarget)
     min_dcf, dcf_threshold = compute_min_dcf(target, nontarget, p_target=p_target)
+    # The two operating points VoxCeleb results are usually given at (Vox1-O: P_target 0.01 and 0.05).
+    min_dcf_at = {f"{p:g}": round(compute_min_dcf(target, nontarget, p_target=p)[0], 4) for p in (0.01, 0.05)}
     plot_det({title: det_curve(target, nontarget)}, out / "det.png", eer_points={title: eer},
              title=f"{title}: DET curve ({len(trials)} trials)")
     atomic_write_text(out / "trial_scores.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
@@ -122,6 +124,7 @@ def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_t
     return {"trials": str(trials_path), "num_trials": len(trials), "num_target": int(target.size),
             "num_nontarget": int(nontarget.size), "eer": round(100 * eer, 3), "eer_threshold": round(eer_threshold, 4),
             "min_dcf": round(min_dcf, 4), "p_target": p_target, "min_dcf_threshold": round(dcf_threshold, 4),
+            "min_dcf_at_p_target": min_dcf_at,
             "mean_target_score": round(float(target.mean()), 4),
             "mean_nontarget_score": round(float(nontarget.mean()), 4)}
 

@@ -3,7 +3,8 @@
 ``speechattn-train`` writes ``config.yaml`` (the resolved config) into ``exp_dir``. Re-running with the same
 config resumes or skips a finished run; with another one the old checkpoints and ``model.pt`` would pass for
 the new options, so the run stops with one line naming the first differing option (``force=true`` starts
-over, after removing what the earlier run left).
+over, after removing what the earlier run left). Thread and worker counts do not count; ``trainer.max_epochs``
+may change to continue a run (logged).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 
 # Options that change how fast a run goes, not what it computes.
 SPEED_ONLY = {"trainer.threads", "trainer.num_workers", "trainer.progress", "exp_dir", "force"}
+# Options a run may change to continue an earlier one (as ESPnet's --max_epoch): logged, not refused.
+CONTINUABLE = {"trainer.max_epochs"}
 # What an earlier training leaves in its experiment directory.
 TRAINING_OUTPUTS = ("checkpoints", "model.pt", ".done", "history.json", "tensorboard", "training_curves.png")
 
@@ -34,10 +37,11 @@ def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix[:-1], tree
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """``key: old -> new`` for every option that differs (speed-only options ignored), sorted by key."""
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any],
+                       ignore: frozenset[str] | set[str] = frozenset(SPEED_ONLY | CONTINUABLE)) -> list[str]:
+    """``key: old -> new`` for every option that differs (``ignore``d ones left out), sorted by key."""
     a, b = dict(_flatten(old)), dict(_flatten(new))
-    keys = sorted(k for k in a.keys() | b.keys() if k not in SPEED_ONLY and a.get(k, "<unset>") != b.get(k, "<unset>"))
+    keys = sorted(k for k in a.keys() | b.keys() if k not in ignore and a.get(k, "<unset>") != b.get(k, "<unset>"))
     return [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}" for k in keys]
 
 
@@ -52,6 +56,9 @@ def claim_experiment_dir(exp_dir: Path, config: Mapping[str, Any], force: bool =
     if not started or not previous.is_file():
         return
     old = yaml.safe_load(previous.read_text()) or {}
+    continued = [d for d in config_differences(old, config, ignore=SPEED_ONLY) if d.split(":")[0] in CONTINUABLE]
+    if continued:
+        log.warning("%s: continuing the earlier training with %s", exp_dir, "; ".join(continued))
     diffs = config_differences(old, config)
     if not diffs:
         return
