@@ -73,7 +73,8 @@ def _overrides(corpus: Path, exp_dir: Path) -> list[str]:
             f"data.test_dir={corpus}/test", "model.d_model=32", "model.num_layers=1", "model.num_heads=2",
             "model.ffn_dim=64", "model.frame_stack=2", "model.left=8", "model.right=8", "sid.embed_dim=16", "sid.pooling_kwargs.hidden_dim=16",
             "trainer.crop_min_frames=30", "trainer.crop_max_frames=60", "trainer.max_frames_per_batch=360",
-            "trainer.num_buckets=2", "trainer.threads=1", "optim.warmup_steps=2", "optim.lr=3e-3"]
+            "trainer.num_buckets=2", "trainer.threads=1", "optim.warmup_steps=2", "optim.lr=3e-3",
+            "augment=none"]  # feature crops here; waveform augmentation: test_sid_augment_training.py
 
 
 def _train(overrides: list[str]) -> None:

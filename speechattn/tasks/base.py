@@ -51,6 +51,24 @@ class TrainingData:
     valid_set: Dataset
     labels: list[str]       # class names (line index = class index), stored in the checkpoint
     input_dim: int          # feature dimension F
+    selection: "DevSelection | None" = None  # select epochs by a task metric (None: validation accuracy)
+
+
+@dataclass
+class DevSelection:
+    """Plain data from which the training set-up builds the task's dev metric for model selection
+    (:mod:`speechattn.training.speaker_validation`; tasks do not import training).
+
+    ``metric``: ``"dev_eer"`` (``trials`` ``(label, utt1, utt2)`` among ``feats``) or ``"dev_top1"``
+    (``targets`` utt -> class, among the first ``num_speakers`` classes). ``feats``: whole dev utterances
+    ``(T, F)``, normalised as in training.
+    """
+
+    metric: str
+    feats: Mapping[str, np.ndarray]
+    trials: list[tuple[int, str, str]] | None = None
+    targets: Mapping[str, int] | None = None
+    num_speakers: int | None = None
 
 
 class Task(ABC):
