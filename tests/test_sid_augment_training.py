@@ -130,7 +130,7 @@ def _aug_overrides(corpus: Path, exp: Path, *extra: str) -> list[str]:
 
 def test_augmented_training_selects_by_dev_eer_and_resumes_exactly(corpus6: Path, tmp_path: Path) -> None:
     common = ["trainer.max_epochs=3", "trainer.save_every_steps=1", "trainer.select_by=dev_eer",
-              "trainer.dev_speakers=0.34", "trainer.keep_best=2"]
+              "trainer.dev_speakers=0.34", "trainer.keep_best=2", "trainer.keep_checkpoints=3"]
     _train(_aug_overrides(corpus6, tmp_path / "straight", *common))
     straight = tmp_path / "straight"
     ckpt = load_checkpoint(straight / "checkpoints" / "last.pt")
