@@ -206,7 +206,7 @@ class SidTask(Task):
         valid_set = SpeakerCropDataset(valid_feats, valid_targets, crop=None)
         input_dim = next(iter(train_feats.values())).shape[1]
         log.info("train: %d utterances of %d speakers (%d in the speaker list), %d frames; valid: %d utterances; "
-                 "%d-dim features", len(train_set), len(set(train_targets.values())), len(labels),
+                 "%d-dim features", len(train_set), len({train_targets[u] for u in train_feats}), len(labels),
                  sum(len(f) for f in train_feats.values()), len(valid_set), input_dim)
         always, sometimes = train_set.num_shorter_than(crop[0]), train_set.num_shorter_than(crop[1])
         if sometimes:

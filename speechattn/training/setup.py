@@ -42,6 +42,8 @@ def build_training(cfg: DictConfig, exp_dir: Path, device: torch.device, dist_in
     raw_model = task.build_model(cfg, data.input_dim, len(labels)).to(device)
     n_params = sum(p.numel() for p in raw_model.parameters())
     log.info("%s: %.2f M parameters, %d classes", task.describe_model(cfg, raw_model), n_params / 1e6, len(labels))
+    if data.selection is not None:
+        log.info("model.pt: the epoch with the best %s (trainer.select_by)", data.selection.metric)
     extra = {"config": OmegaConf.to_container(cfg, resolve=True), task.checkpoint_labels_key: labels,
              "input_dim": data.input_dim, "num_params": n_params}
     hook = None
