@@ -123,7 +123,7 @@ def corpus6(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _aug_overrides(corpus: Path, exp: Path, *extra: str) -> list[str]:
     base = [o for o in _overrides(corpus, exp) if o != "augment=none"]
-    return base + [f"augment.reverb.rir_dir={corpus}/RIRS_NOISES", "augment.reverb.rooms=[smallroom]",
+    return base + ["augment=speaker", f"augment.reverb.rir_dir={corpus}/RIRS_NOISES", "augment.reverb.rooms=[smallroom]",
                                       "make_rir_set=false", "trainer.max_frames_per_batch=240",
                                       "augment.nonspeech.prob=0", *extra]  # tones without pauses: no noise
 
@@ -172,9 +172,9 @@ def test_average_best_writes_model_pt_and_keeps_the_best(corpus6: Path, tmp_path
 
 
 def test_missing_rir_dir_is_an_error_unless_made(corpus6: Path, tmp_path: Path) -> None:
-    overrides = [o for o in _overrides(corpus6, tmp_path / "x") if o != "augment=none"] + [f"augment.reverb.rir_dir={tmp_path}/nowhere",
-                                                       "make_rir_set=false", "trainer.max_epochs=1",
-                                                       "augment.nonspeech.prob=0"]
+    overrides = [o for o in _overrides(corpus6, tmp_path / "x") if o != "augment=none"] + [
+        "augment=speaker", f"augment.reverb.rir_dir={tmp_path}/nowhere", "make_rir_set=false",
+        "trainer.max_epochs=1", "augment.nonspeech.prob=0"]
     with pytest.raises(KaldiDataError, match="nowhere"):
         _train(overrides)
 
