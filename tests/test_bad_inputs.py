@@ -157,7 +157,7 @@ def sid_exp(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     exp = tmp_path_factory.mktemp("sid_exp") / "exp"
     config = _config("train_sid", [f"exp_dir={exp}", "cmvn=none", "model.d_model=16", "model.num_layers=1",
                                    "model.num_heads=2", "model.ffn_dim=32", "sid.embed_dim=8",
-                                   "sid.pooling_kwargs.hidden_dim=8"])
+                                   "sid.pooling_kwargs.hidden_dim=8", "augment=none"])  # 2 head classes
     model = build_sid_model(config["model"], config["sid"], 80, 2)
     exp.mkdir(parents=True)
     save_checkpoint(exp / "model.pt", {"model": model.state_dict(), "config": config, "speakers": ["spk0", "spk1"],

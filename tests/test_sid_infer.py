@@ -73,7 +73,8 @@ def _overrides(corpus: Path, exp_dir: Path) -> list[str]:
             f"data.test_dir={corpus}/test", "model.d_model=32", "model.num_layers=1", "model.num_heads=2",
             "model.ffn_dim=64", "model.frame_stack=2", "model.left=8", "model.right=8", "sid.embed_dim=16", "sid.pooling_kwargs.hidden_dim=16",
             "trainer.crop_min_frames=30", "trainer.crop_max_frames=60", "trainer.max_frames_per_batch=360",
-            "trainer.num_buckets=2", "trainer.threads=1", "optim.warmup_steps=2", "optim.lr=3e-3"]
+            "trainer.num_buckets=2", "trainer.threads=1", "optim.warmup_steps=2", "optim.lr=3e-3",
+            "augment=none"]  # feature crops here; waveform augmentation: test_sid_augment_training.py
 
 
 def _train(overrides: list[str]) -> None:
@@ -224,6 +225,22 @@ def test_infer_on_wav_scp_only_with_an_empty_file(exp: Path, corpus: Path, tmp_p
     infer_dir(exp, data, out, force=True)
     assert (out / "predictions.txt").stat().st_mtime_ns != mtime
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    # Other settings that change the outputs (crop-averaged embeddings, precision) redo them; the batch size
+    # does not (same outputs). Crops are computed per utterance even with batch_frames set.
+    mtime = (out / "predictions.txt").stat().st_mtime_ns
+    infer_dir(exp, data, out, batch_frames=500)
+    assert (out / "predictions.txt").stat().st_mtime_ns == mtime
+    infer_dir(exp, data, out, batch_frames=500, embedding="crops", crop_frames=40)
+    assert (out / "predictions.txt").stat().st_mtime_ns != mtime
+    cropped = dict(kaldiio.load_scp(str(out / "embeddings.scp")))
+    long_wave = load_audio(str(long_utt))
+    np.testing.assert_allclose(cropped["zz-long"], embedder.predict_waveform(
+        long_wave, embedding="crops", crop_frames=40).embedding.numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(cropped["zz-long"], embeddings["zz-long"], atol=1e-4)
+    mtime = (out / "predictions.txt").stat().st_mtime_ns
+    infer_dir(exp, data, out, precision="bf16", embedding="crops", crop_frames=40)
+    assert (out / "predictions.txt").stat().st_mtime_ns != mtime
 
 
 def test_score_identification_and_verification(exp: Path, corpus: Path, tmp_path: Path) -> None:

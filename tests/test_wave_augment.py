@@ -225,10 +225,10 @@ def test_config_files_of_the_augment_group_are_valid() -> None:
     assert {"none", "speaker", "speaker_musan"} <= set(names)
     with initialize_config_dir(config_dir=str(CONF.parent), version_base=None):
         for name in names:
-            cfg = compose("train_sid", overrides=[f"+augment={name}", "++augment.musan_dir=/data/musan"]).augment
+            cfg = compose("train_sid", overrides=[f"augment={name}", "++augment.musan_dir=/data/musan"]).augment
             parsed = AugmentConfig.from_dict(OmegaConf.to_container(cfg, resolve=True))
             assert parsed.enabled == (name != "none")
-        musan = compose("train_sid", overrides=["+augment=speaker_musan", "augment.musan_dir=/m"]).augment
+        musan = compose("train_sid", overrides=["augment=speaker_musan", "augment.musan_dir=/m"]).augment
     parsed = AugmentConfig.from_dict(OmegaConf.to_container(musan, resolve=True))
     # speaker_musan inherits speaker.yaml and changes only the probabilities
     assert parsed.speed.prob == pytest.approx(0.667) and parsed.musan_music.snr == (5.0, 15.0)

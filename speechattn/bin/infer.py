@@ -39,8 +39,15 @@ def main(cfg: DictConfig) -> None:
         from speechattn.inference.driver import infer_dir
         infer_dir(Path(cfg.exp_dir), Path(cfg.data_dir), out, checkpoint=cfg.checkpoint, task=cfg.task,
                   allow_pipes=bool(cfg.allow_pipes), device=device, force=bool(cfg.force),
-                  batch_frames=int(cfg.batch_frames), chunk_frames=int(cfg.chunk_frames),
-                  precision=cfg.get("precision"), writer_options={"textgrid": True} if cfg.get("textgrid") else None)
+                  batch_frames=int(cfg.batch_frames), precision=cfg.get("precision"),
+                  writer_options={"textgrid": True} if cfg.get("textgrid") else None, **_task_options(cfg))
+
+
+def _task_options(cfg: DictConfig) -> dict:
+    """Predictor options of infer.yaml: chunk_frames (phone), embedding / crop_frames (sid); each task's
+    predictor takes what it knows and ignores the rest."""
+    return {"chunk_frames": int(cfg.chunk_frames), "embedding": str(cfg.get("embedding", "full")),
+            "crop_frames": int(cfg.get("crop_frames", 300))}
 
 
 if __name__ == "__main__":

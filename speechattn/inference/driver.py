@@ -55,24 +55,30 @@ def task_of(exp_dir: Path, checkpoint: str = "model.pt") -> Task:
     return get_task(config.get("task", "phone"))
 
 
-def input_fingerprint(exp_dir: Path, data_dir: Path, checkpoint: str = "model.pt") -> dict[str, str | None]:
-    """SHA-256 of the checkpoint, ``wav.scp`` and ``segments`` (None when absent): what outputs depend on."""
+def input_fingerprint(exp_dir: Path, data_dir: Path, checkpoint: str = "model.pt",
+                      settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """SHA-256 of the checkpoint, ``wav.scp`` and ``segments`` (None when absent) and the inference
+    ``settings`` that change outputs (precision, the predictor's options): what outputs depend on."""
     def digest(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
-    return {"checkpoint": digest(exp_dir / checkpoint), "wav.scp": digest(data_dir / "wav.scp"),
-            "segments": digest(data_dir / "segments")}
+    fingerprint: dict[str, Any] = {"checkpoint": digest(exp_dir / checkpoint), "wav.scp": digest(data_dir / "wav.scp"),
+                                   "segments": digest(data_dir / "segments")}
+    if settings:
+        fingerprint["settings"] = {k: settings[k] for k in sorted(settings)}
+    return fingerprint
 
 
 def outputs_complete(task: Task, exp_dir: Path, data_dir: Path, out_dir: Path, checkpoint: str = "model.pt",
-                     utterances: Iterable[str] | None = None, writer_options: Mapping[str, Any] | None = None) -> bool:
+                     utterances: Iterable[str] | None = None, writer_options: Mapping[str, Any] | None = None,
+                     settings: Mapping[str, Any] | None = None) -> bool:
     """True when ``out_dir`` holds the task's outputs for every utterance of ``data_dir`` (or a
-    ``failed.txt`` line), made from the current checkpoint, ``wav.scp`` and ``segments``."""
+    ``failed.txt`` line), made from the current checkpoint, ``wav.scp``, ``segments`` and ``settings``."""
     paths = [out_dir / name for name in (*_writer(task, out_dir, writer_options).files, FAILED, INPUTS)]
     if not all(p.is_file() for p in paths):
         return False
     try:
-        if json.loads(paths[-1].read_text()) != input_fingerprint(exp_dir, data_dir, checkpoint):
+        if json.loads(paths[-1].read_text()) != input_fingerprint(exp_dir, data_dir, checkpoint, settings):
             return False
     except ValueError:  # unreadable stamp: redo
         return False
@@ -119,7 +125,10 @@ def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
     writer = _writer(the_task, out_dir, writer_options)
     primary = out_dir / writer.files[0]
     utterances = data.utterances
-    if not force and outputs_complete(the_task, exp_dir, data_dir, out_dir, checkpoint, utterances, writer_options):
+    # Settings that change the outputs (batch_frames does not: same outputs) key them with the inputs.
+    settings = {k: v for k, v in {"precision": precision, **options}.items() if v is not None}
+    if not force and outputs_complete(the_task, exp_dir, data_dir, out_dir, checkpoint, utterances, writer_options,
+                                      settings):
         log.info("%s is complete (%d utterances): skipping (force=true to redo)", primary, len(utterances))
         return primary
     predictor = the_task.load_predictor(exp_dir, checkpoint, device, data_dir, precision=precision)
@@ -127,7 +136,7 @@ def infer_dir(exp_dir: str | Path, data_dir: str | Path, out_dir: str | Path, *,
     for stale in (out_dir / INPUTS, primary):  # outputs of an earlier run must not pass for this run's
         stale.unlink(missing_ok=True)
     _remove_leftovers(out_dir, (*writer.files, FAILED, INPUTS))
-    fingerprint = input_fingerprint(exp_dir, data_dir, checkpoint)
+    fingerprint = input_fingerprint(exp_dir, data_dir, checkpoint, settings)
     failed: list[str] = []
     frames = 0
     t0 = time.monotonic()
@@ -157,7 +166,7 @@ def _predictions(data: KaldiDataDir, predictor: Predictor, allow_pipes: bool, ba
     on their own when read."""
     features_of, predict_one = _readers(data, predictor, allow_pipes, options)
     progress = tqdm(data.utterances, desc="infer", mininterval=5.0)
-    if batch_frames <= 1:
+    if batch_frames <= 1 or not predictor.batchable(**options):
         for utt in progress:
             try:
                 yield utt, predict_one(utt)

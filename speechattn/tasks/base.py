@@ -52,6 +52,24 @@ class TrainingData:
     valid_set: Dataset
     labels: list[str]       # class names (line index = class index), stored in the checkpoint
     input_dim: int          # feature dimension F
+    selection: "DevSelection | None" = None  # select epochs by a task metric (None: validation accuracy)
+
+
+@dataclass
+class DevSelection:
+    """Plain data from which the training set-up builds the task's dev metric for model selection
+    (:mod:`speechattn.training.speaker_validation`; tasks do not import training).
+
+    ``metric``: ``"dev_eer"`` (``trials`` ``(label, utt1, utt2)`` among ``feats``) or ``"dev_top1"``
+    (``targets`` utt -> class, among the first ``num_speakers`` classes). ``feats``: whole dev utterances
+    ``(T, F)``, normalised as in training.
+    """
+
+    metric: str
+    feats: Mapping[str, np.ndarray]
+    trials: list[tuple[int, str, str]] | None = None
+    targets: Mapping[str, int] | None = None
+    num_speakers: int | None = None
 
 
 class Task(ABC):
@@ -192,6 +210,11 @@ class Predictor:
         1``), in one padded forward pass; each equals the utterance's prediction alone (the models ignore
         padding) up to floating-point summation order. A list of one is the one-at-a-time forward."""
         raise NotImplementedError
+
+    def batchable(self, **options: Any) -> bool:
+        """Whether :meth:`predict_batch` gives what :meth:`predict_waveform` gives with these options (the
+        driver predicts one utterance at a time otherwise)."""
+        return True
 
     def predict_file(self, spec: str, utt: str, *, where: str, allow_pipes: bool = False, **options: Any) -> Any:
         """:meth:`predict_waveform` of the audio ``spec`` (a ``wav.scp`` entry, ``where`` its ``file:line``).

@@ -37,7 +37,9 @@ from speechattn.data.speakers import read_speaker_targets, read_speakers
 from speechattn.features.augment import spec_augment
 from speechattn.models.speaker import SpeakerModel, build_sid_model
 from speechattn.tasks import register_task
-from speechattn.tasks.base import OutputWriter, StepFn, Task, TrainingData
+from speechattn.tasks.base import DevSelection, OutputWriter, StepFn, Task, TrainingData
+from speechattn.tasks.sid_augment import AugmentedCropDataset, augment_config, build_augmenter, head_classes
+from speechattn.tasks.sid_augment import log_crop_cost, prepare_rir_set
 from speechattn.tasks.sid_predictor import SpeakerEmbedder, SpeakerPrediction
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,10 @@ def make_sid_step(trainer_cfg: Mapping[str, Any]) -> StepFn:
         head = _unwrap(model)
         loss = F.cross_entropy(head.logits(embeddings, batch.targets), batch.targets)
         with torch.no_grad():
-            predicted = head.logits(embeddings.detach()).argmax(dim=-1)
+            scores = head.logits(embeddings.detach())
+            if not model.training:  # validation audio is unperturbed: original-speed classes only
+                scores = scores[:, : getattr(head, "num_original_speakers", scores.shape[1])]
+            predicted = scores.argmax(dim=-1)
         correct = int((predicted == batch.targets).sum())
         return loss, correct, int(batch.targets.numel())
 
@@ -89,6 +94,64 @@ def _load_split(data_dir: Path, cfg: DictConfig, speakers: list[str], normalise:
     targets = read_speaker_targets(data_dir, utts, speakers)  # before reading features: fail fast
     feats = load_features(data_dir, normalise, utts=utts, allow_pipes=bool(cfg.get("allow_pipes", False)))
     return feats, targets
+
+
+def _select_by(cfg: DictConfig) -> str:
+    """``trainer.select_by``; ``auto``: dev EER for verification data (a test trial list), else dev top-1."""
+    select_by = str(cfg.trainer.get("select_by", "valid_acc"))
+    if select_by == "auto":
+        return "dev_eer" if cfg.data.get("trials") else "dev_top1"
+    if select_by not in ("dev_eer", "dev_top1", "valid_acc"):
+        raise ValueError(f"trainer.select_by: auto | dev_eer | dev_top1 | valid_acc, got {select_by!r}")
+    return select_by
+
+
+def _dev_selection(cfg: DictConfig, labels: list[str], train_feats: dict[str, np.ndarray],
+                   train_targets: dict[str, int], valid_feats: dict[str, np.ndarray],
+                   valid_targets: dict[str, int]) -> tuple[DevSelection | None, set[int]]:
+    """The dev metric that chooses ``model.pt`` and the classes held back from training for it.
+
+    ``dev_top1``: the validation utterances. ``dev_eer``: ``trainer.dev_speakers`` (a fraction, at least 2
+    speakers) of the training speakers are held back (:func:`speechattn.data.dev_trials.hold_out_speakers`,
+    seeded, order-independent); all pairs of their training and validation utterances are the dev trials.
+    """
+    metric = _select_by(cfg)
+    if metric == "valid_acc":
+        return None, set()
+    if metric == "dev_top1":
+        return DevSelection("dev_top1", valid_feats, targets=valid_targets, num_speakers=len(labels)), set()
+    from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers
+
+    spk2utt: dict[str, list[str]] = {}
+    for feats, targets in ((train_feats, train_targets), (valid_feats, valid_targets)):
+        for utt in feats:
+            spk2utt.setdefault(labels[targets[utt]], []).append(utt)
+    if len(spk2utt) < 4:  # 2 held back + 2 to train on at least
+        log.warning("model selection by dev EER needs at least 4 training speakers, %d here: dev top-1 instead",
+                    len(spk2utt))
+        return DevSelection("dev_top1", valid_feats, targets=valid_targets, num_speakers=len(labels)), set()
+    count = held_out_speaker_count(len(spk2utt), float(cfg.trainer.get("dev_speakers", 0.1)))
+    _, held = hold_out_speakers(spk2utt, count)
+    trials = dev_trials(held)
+    speaker_of = {u: labels[t] for u, t in (train_targets | valid_targets).items()}
+    feats = {u: f for src in (train_feats, valid_feats) for u, f in src.items() if speaker_of[u] in held}
+    log.info("model selection by dev EER: %d training speakers held back (%d utterances, %d trials, %d target)",
+             len(held), len(feats), len(trials), sum(t[0] for t in trials))
+    return DevSelection("dev_eer", feats, trials=trials), {labels.index(s) for s in held}
+
+
+def _augmented_train_set(cfg: DictConfig, labels: list[str], utts: list[str], targets: dict[str, int],
+                         normalise: Normaliser, crop: tuple[int, int]) -> AugmentedCropDataset:
+    """Waveform crops of ``utts`` augmented on the fly (``augment`` group; :mod:`speechattn.tasks.sid_augment`)."""
+    from speechattn.tasks.base import read_feature_config
+
+    train_dir = Path(cfg.data.train_dir)
+    prepare_rir_set(cfg)
+    augmenter, bank = build_augmenter(cfg, train_dir, utts, allow_pipes=bool(cfg.get("allow_pipes", False)))
+    dataset = AugmentedCropDataset(bank, targets, read_feature_config(train_dir), normalise, augmenter,
+                                   num_speakers=len(labels), crop=crop, seed=int(cfg.trainer.seed))
+    log_crop_cost(dataset)
+    return dataset
 
 
 class SidOutputWriter(OutputWriter):
@@ -130,18 +193,27 @@ class SidTask(Task):
         train_feats, train_targets = _load_split(Path(cfg.data.train_dir), cfg, labels, train_norm)
         valid_feats, valid_targets = _load_split(Path(cfg.data.valid_dir), cfg, labels, valid_norm)
         crop = (int(t.crop_min_frames), int(t.crop_max_frames))
-        train_set = SpeakerCropDataset(train_feats, train_targets, crop=crop, seed=int(t.seed))
+        selection, held = _dev_selection(cfg, labels, train_feats, train_targets, valid_feats, valid_targets)
+        if held:  # held-back speakers: dev trials only, never trained on (nor used as babble)
+            train_feats = {u: f for u, f in train_feats.items() if train_targets[u] not in held}
+            valid_feats = {u: f for u, f in valid_feats.items() if valid_targets[u] not in held}
+        aug_cfg = augment_config(cfg)
+        train_set: SpeakerCropDataset | AugmentedCropDataset
+        if aug_cfg.enabled:
+            train_set = _augmented_train_set(cfg, labels, list(train_feats), train_targets, train_norm, crop)
+        else:
+            train_set = SpeakerCropDataset(train_feats, train_targets, crop=crop, seed=int(t.seed))
         valid_set = SpeakerCropDataset(valid_feats, valid_targets, crop=None)
         input_dim = next(iter(train_feats.values())).shape[1]
         log.info("train: %d utterances of %d speakers (%d in the speaker list), %d frames; valid: %d utterances; "
-                 "%d-dim features", len(train_set), len(set(train_targets.values())), len(labels),
+                 "%d-dim features", len(train_set), len({train_targets[u] for u in train_feats}), len(labels),
                  sum(len(f) for f in train_feats.values()), len(valid_set), input_dim)
         always, sometimes = train_set.num_shorter_than(crop[0]), train_set.num_shorter_than(crop[1])
         if sometimes:
             log.warning("%d of %d training utterances are shorter than the %d-frame minimum crop and %d shorter "
                         "than the %d-frame maximum: these are used whole when shorter than the drawn crop (padded "
                         "in the batch, padding masked)", always, len(train_set), crop[0], sometimes, crop[1])
-        return TrainingData(train_set, valid_set, labels, input_dim)
+        return TrainingData(train_set, valid_set, labels, input_dim, selection)
 
     def batch_samplers(self, cfg: DictConfig, data: TrainingData, rank: int, world_size: int
                        ) -> tuple[SpeakerBatchSampler, LengthBucketBatchSampler]:
@@ -159,7 +231,9 @@ class SidTask(Task):
         if isinstance(model_cfg, DictConfig):
             model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
             sid_cfg = OmegaConf.to_container(sid_cfg, resolve=True)
-        return build_sid_model(model_cfg, sid_cfg, input_dim, num_labels)
+        model = build_sid_model(model_cfg, sid_cfg, input_dim, head_classes(config, num_labels))
+        model.num_original_speakers = num_labels  # the speaker list; more head classes with new-speaker speeds
+        return model
 
     def make_step(self, cfg: DictConfig) -> StepFn:
         return make_sid_step(cfg.trainer)

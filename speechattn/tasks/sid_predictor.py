@@ -90,6 +90,25 @@ class SpeakerEmbedder(Predictor):
         with self.autocast():
             return self.model(x.to(self.device), lengths.to(self.device)).float().cpu()
 
+    @torch.no_grad()
+    def embed_crops(self, feats: torch.Tensor, crop_frames: int = 300) -> torch.Tensor:
+        """Mean of the L2-normalised embeddings of ``crop_frames``-frame crops with half-crop hop (the last
+        one ending at the last frame): feats (T, F) -> (E,). An utterance of at most ``crop_frames`` frames
+        is embedded whole (:meth:`embed`)."""
+        total = feats.shape[0]
+        if crop_frames < 1:
+            raise ValueError(f"crop_frames must be >= 1, got {crop_frames}")
+        if total <= crop_frames:
+            return self.embed(feats)
+        hop = max(1, crop_frames // 2)
+        starts = list(range(0, total - crop_frames + 1, hop))
+        if starts[-1] != total - crop_frames:
+            starts.append(total - crop_frames)
+        crops = torch.stack([feats[s:s + crop_frames] for s in starts]).to(self.device)
+        lengths = torch.full((len(starts),), crop_frames, device=self.device)
+        emb = torch.nn.functional.normalize(self.model(crops, lengths).float(), dim=-1)
+        return emb.mean(0).cpu()
+
     def embed_waveform(self, waveform: torch.Tensor, utt: str = "") -> torch.Tensor:
         """waveform (N,) at ``sample_rate`` -> embedding (E,)."""
         return self.embed(self.features(waveform, utt))
@@ -104,7 +123,9 @@ class SpeakerEmbedder(Predictor):
         single = embeddings.dim() == 1
         emb = (embeddings[None] if single else embeddings).to(self.device)
         head = self.model.head
-        out = head.cosine(emb) if isinstance(head, AAMSoftmax) else torch.softmax(head(emb), dim=-1)
+        logits = head.cosine(emb) if isinstance(head, AAMSoftmax) else head(emb)
+        logits = logits[:, : len(self.speakers)]  # speed-perturbed copies trained as new speakers: not speakers
+        out = logits if isinstance(head, AAMSoftmax) else torch.softmax(logits, dim=-1)
         out = out.float().cpu()
         return out[0] if single else out
 
@@ -114,9 +135,24 @@ class SpeakerEmbedder(Predictor):
         best = int(scores.argmax())
         return self.speakers[best], float(scores[best])
 
-    def predict_waveform(self, waveform: torch.Tensor, utt: str = "", **options: Any) -> SpeakerPrediction:
-        """Embedding and top-1 training speaker of one utterance (the whole of it)."""
-        return self.predict_batch([self.features(waveform, utt)])[0]
+    def predict_waveform(self, waveform: torch.Tensor, utt: str = "", embedding: str = "full",
+                         crop_frames: int = 300, **options: Any) -> SpeakerPrediction:
+        """Embedding and top-1 training speaker of one utterance: ``embedding="full"`` embeds the whole
+        recording (the default: better on dev, docs/sid.md), ``"crops"`` averages ``crop_frames`` crops
+        (:meth:`embed_crops`)."""
+        feats = self.features(waveform, utt)
+        if embedding == "full":
+            emb = self.embed(feats)
+        elif embedding == "crops":
+            emb = self.embed_crops(feats, crop_frames)
+        else:
+            raise ValueError(f"embedding must be 'full' or 'crops', got {embedding!r}")
+        speaker, score = self.predict(emb)
+        return SpeakerPrediction(emb, speaker, score, int(feats.shape[0]))
+
+    def batchable(self, embedding: str = "full", **options: Any) -> bool:
+        """Crop-averaged embeddings are computed per utterance (:meth:`predict_waveform`)."""
+        return embedding == "full"
 
     def predict_batch(self, feats: Sequence[torch.Tensor]) -> list[SpeakerPrediction]:
         """Embeddings and top-1 training speakers of several utterances (one padded forward pass)."""

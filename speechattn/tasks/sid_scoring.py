@@ -98,8 +98,10 @@ def score_identification(embedder, embeddings: dict[str, np.ndarray], utt2spk: d
 
 
 def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_target: float,
-                       out: Path, title: str) -> dict[str, Any]:
-    """EER, minDCF and the DET curve of the cosine-scored trials."""
+                       out: Path, title: str, cohort: Any = None, top_n: int = 100,
+                       subtract_mean: bool = False) -> dict[str, Any]:
+    """EER, minDCF and the DET curve of the cosine-scored trials; with a ``cohort``
+    (:class:`~speechattn.metrics.score_norm.Cohort`) also of their AS-normalised scores (``asnorm``)."""
     from speechattn.data.trials import read_trials
     from speechattn.metrics.verification import compute_eer, compute_min_dcf, det_curve, score_trials
     from speechattn.plots.det import plot_det
@@ -121,6 +123,26 @@ def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_t
              title=f"{title}: DET curve ({len(trials)} trials)")
     atomic_write_text(out / "trial_scores.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
                                                         for s, t in zip(scores, trials)))
+    result = _verification_result(trials_path, trials, target, nontarget, p_target, eer, eer_threshold, min_dcf,
+                                  dcf_threshold, min_dcf_at)
+    if cohort is not None:
+        from speechattn.metrics.score_norm import score_trials_asnorm
+
+        _, normed = score_trials_asnorm(trials, embeddings, cohort.vectors, top_n=top_n,
+                                        subtract_mean=cohort.mean if subtract_mean else None)
+        n_eer, _ = compute_eer(normed[labels], normed[~labels])
+        n_dcf, _ = compute_min_dcf(normed[labels], normed[~labels], p_target=p_target)
+        result["asnorm"] = {"eer": round(100 * n_eer, 3), "min_dcf": round(n_dcf, 4), "top_n": top_n,
+                            "subtract_mean": subtract_mean, "cohort_speakers": len(cohort.speakers),
+                            "cohort_source": cohort.source}
+        atomic_write_text(out / "trial_scores_asnorm.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
+                                                                   for s, t in zip(normed, trials)))
+    return result
+
+
+def _verification_result(trials_path: Path, trials: list, target: np.ndarray, nontarget: np.ndarray,
+                         p_target: float, eer: float, eer_threshold: float, min_dcf: float,
+                         dcf_threshold: float, min_dcf_at: dict[str, float]) -> dict[str, Any]:
     return {"trials": str(trials_path), "num_trials": len(trials), "num_target": int(target.size),
             "num_nontarget": int(nontarget.size), "eer": round(100 * eer, 3), "eer_threshold": round(eer_threshold, 4),
             "min_dcf": round(min_dcf, 4), "p_target": p_target, "min_dcf_threshold": round(dcf_threshold, 4),
@@ -189,10 +211,20 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
     if trials_path.is_file():
         if not unseen:
             log.warning("%s: verification trials on speakers the model was trained on (not an open-set test)", name)
-        verif = score_verification(trials_path, embeddings, float(cfg.get("p_target", 0.01)), out, name)
+        cohort = None
+        if cfg.get("asnorm", False):
+            from speechattn.tasks.sid_cohort import cohort_for
+            given = cfg.get("asnorm_cohort")
+            cohort = cohort_for(embedder, exp_dir, Path(given) if given else None)
+        verif = score_verification(trials_path, embeddings, float(cfg.get("p_target", 0.01)), out, name, cohort,
+                                   int(cfg.get("asnorm_top_n", 100)), bool(cfg.get("asnorm_subtract_mean", False)))
         scores["verification"] = verif
         log.info("%s: verification EER %.2f%%, minDCF(p_target=%g) %.4f over %d trials", name, verif["eer"],
                  verif["p_target"], verif["min_dcf"], verif["num_trials"])
+        if "asnorm" in verif:
+            log.info("%s: AS-norm (top %d of %d cohort speakers): EER %.2f%%, minDCF %.4f", name,
+                     verif["asnorm"]["top_n"], verif["asnorm"]["cohort_speakers"], verif["asnorm"]["eer"],
+                     verif["asnorm"]["min_dcf"])
     elif cfg.get("trials"):
         raise FileNotFoundError(f"{trials_path}: trials file not found")
     if "identification" not in scores and "verification" not in scores:

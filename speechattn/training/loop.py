@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -37,6 +37,18 @@ from speechattn.utils.atomic import atomic_write_text
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, int, int]]
+
+
+class EpochHook(Protocol):
+    """Optional model selection by a task metric (:class:`speechattn.training.epoch_selection.EpochSelection`):
+    ``on_epoch_end(epoch, raw_model) -> (is the new best, {metric: value})`` after validation decides
+    ``model.pt``; its ``state_dict`` goes into every checkpoint; ``on_fit_end(exp_dir, extra_state)`` runs
+    once after the last epoch (main rank)."""
+
+    def on_epoch_end(self, epoch: int, raw_model: nn.Module) -> tuple[bool, dict[str, float]]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def on_fit_end(self, exp_dir: Path, extra_state: dict[str, Any]) -> None: ...
 
 # What a checkpoint needs to resume training (model.pt, the best weights, is not one).
 _RESUME_KEYS = ("model", "optimizer", "scheduler", "sampler", "rng", "epoch", "step", "best_valid_acc", "best_epoch",
@@ -92,7 +104,8 @@ class Trainer:
                  valid_loader: DataLoader, exp_dir: Path, device: torch.device, dist_info: DistInfo,
                  max_epochs: int, grad_clip: float = 5.0, save_every_steps: int = 0, keep_checkpoints: int = 3,
                  extra_state: dict[str, Any] | None = None, stop_after_steps: int = 0,
-                 precision: Precision | None = None, shapes: ShapePolicy | None = None) -> None:
+                 precision: Precision | None = None, shapes: ShapePolicy | None = None,
+                 epoch_hook: EpochHook | None = None) -> None:
         self.model, self.raw_model, self.step_fn = model, raw_model, step
         self.optimizer, self.scheduler = optimizer, scheduler
         self.train_loader, self.valid_loader = train_loader, valid_loader
@@ -104,6 +117,7 @@ class Trainer:
         self.precision = precision or Precision.create("fp32", device)
         self.shapes = shapes
         self.skipped_steps = 0  # fp16 steps skipped by the GradScaler (inf/NaN gradients)
+        self.epoch_hook = epoch_hook  # model selection by a task metric (see EpochHook)
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.state = TrainState()
         self.batches_done = 0  # batches trained on in the current epoch (the sampler may prefetch ahead)
@@ -121,7 +135,7 @@ class Trainer:
                 "rng": rng_state(),
                 "epoch": s.epoch, "step": s.step, "best_valid_acc": s.best_valid_acc, "best_epoch": s.best_epoch,
                 "history": s.history, "precision": self.precision.name,
-                "precision_state": self.precision.state_dict(), **self.extra_state}
+                "precision_state": self.precision.state_dict(), **self._hook_state(), **self.extra_state}
 
     def save(self, tag: str) -> None:
         if not self.dist.is_main:
@@ -176,6 +190,7 @@ class Trainer:
             self.precision.load_state_dict(ckpt["precision_state"])
         self.state = TrainState(ckpt["epoch"], ckpt["step"], ckpt["best_valid_acc"], ckpt["best_epoch"],
                                 list(ckpt["history"]))
+        self._restore_hook(ckpt)
 
     # ---- epochs ------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> tuple[float, float]:
@@ -260,7 +275,10 @@ class Trainer:
                 for k in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
                     self.writer.add_scalar(k.replace("_", "/", 1), row[k], epoch + 1)
                 self.writer.flush()
-            if valid_acc > self.state.best_valid_acc:
+            improved = valid_acc > self.state.best_valid_acc
+            if self.epoch_hook is not None:
+                improved = self._hook_epoch_end(epoch + 1, row)
+            if improved:
                 self.state.best_valid_acc, self.state.best_epoch = valid_acc, epoch + 1
                 if self.dist.is_main:
                     save_checkpoint(self.exp_dir / "model.pt", {"model": self.raw_model.state_dict(),
@@ -270,9 +288,29 @@ class Trainer:
             self.save(f"epoch-{epoch + 1}")
             if self.dist.is_main:
                 atomic_write_text(self.exp_dir / "history.json", json.dumps(self.state.history, indent=1))
+        if self.epoch_hook is not None and self.dist.is_main:
+            self.epoch_hook.on_fit_end(self.exp_dir, self.extra_state)
         if self.writer is not None:
             self.writer.close()
         return self.state
+
+    # ---- model selection hook (EpochHook; None: select by validation accuracy) ------------------------
+    def _hook_state(self) -> dict[str, Any]:
+        return {"epoch_hook": self.epoch_hook.state_dict()} if self.epoch_hook is not None else {}
+
+    def _restore_hook(self, ckpt: dict[str, Any]) -> None:
+        if self.epoch_hook is not None and "epoch_hook" in ckpt:
+            self.epoch_hook.load_state_dict(ckpt["epoch_hook"])
+
+    def _hook_epoch_end(self, epoch: int, row: dict[str, Any]) -> bool:
+        """The hook's verdict on ``epoch`` (every rank computes it: same weights, same dev data); its
+        metrics join the history row."""
+        improved, values = self.epoch_hook.on_epoch_end(epoch, self.raw_model)
+        row.update(values)
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f"dev/{name}", value, epoch)
+        return improved
 
 
 def log_training_engines(model: nn.Module, device: torch.device, precision: Precision) -> None:
@@ -287,7 +325,7 @@ def log_training_engines(model: nn.Module, device: torch.device, precision: Prec
 
 def build_trainer(cfg: Any, raw_model: nn.Module, step: StepFn, train_loader: DataLoader, valid_loader: DataLoader,
                   exp_dir: Path, device: torch.device, dist_info: DistInfo,
-                  extra_state: dict[str, Any]) -> Trainer:
+                  extra_state: dict[str, Any], epoch_hook: EpochHook | None = None) -> Trainer:
     """The part of every task's setup that is the same: DDP wrapping, AdamW with warm-up + cosine decay
     (the ``optim`` group), and the Trainer with the ``trainer`` group's loop settings."""
     from torch.nn.parallel import DistributedDataParallel
@@ -308,7 +346,7 @@ def build_trainer(cfg: Any, raw_model: nn.Module, step: StepFn, train_loader: Da
                    dist_info, max_epochs=int(t.max_epochs), grad_clip=float(t.grad_clip),
                    save_every_steps=int(t.save_every_steps), keep_checkpoints=int(t.keep_checkpoints),
                    extra_state=extra_state, stop_after_steps=int(t.stop_after_steps), precision=precision,
-                   shapes=shapes)
+                   shapes=shapes, epoch_hook=epoch_hook)
 
 
 def _shape_policy(t: Any, raw_model: nn.Module, train_loader: DataLoader, device: torch.device,

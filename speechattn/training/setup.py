@@ -42,7 +42,16 @@ def build_training(cfg: DictConfig, exp_dir: Path, device: torch.device, dist_in
     raw_model = task.build_model(cfg, data.input_dim, len(labels)).to(device)
     n_params = sum(p.numel() for p in raw_model.parameters())
     log.info("%s: %.2f M parameters, %d classes", task.describe_model(cfg, raw_model), n_params / 1e6, len(labels))
+    if data.selection is not None:
+        log.info("model.pt: the epoch with the best %s (trainer.select_by)", data.selection.metric)
     extra = {"config": OmegaConf.to_container(cfg, resolve=True), task.checkpoint_labels_key: labels,
              "input_dim": data.input_dim, "num_params": n_params}
+    hook = None
+    if data.selection is not None:  # the task's own dev metric chooses model.pt (e.g. dev EER)
+        from speechattn.training.epoch_selection import build_epoch_selection
+        average = int(t.get("average_best", 0) or 0)
+        keep = int(t.get("keep_best", 1)) if dist_info.is_main else 0  # only the main rank writes weights
+        hook = build_epoch_selection(data.selection, exp_dir, keep, average if dist_info.is_main else 0, device,
+                                     int(t.valid_max_frames_per_batch))
     return build_trainer(cfg, raw_model, task.make_step(cfg), train_loader, valid_loader, exp_dir, device, dist_info,
-                         extra)
+                         extra, epoch_hook=hook)

@@ -1,0 +1,104 @@
+"""Test-time choices of the speaker recipes measured on DEV data only (issue #14; docs/sid.md):
+full-length embeddings vs the mean of crops, and raw cosine vs AS-norm.
+
+    .venv/bin/python bench/sid_dev_choices.py --work-dir recipes/speechocean762/sid [--checkpoint model.pt]
+
+- identification (``exp/ident``): top-1 on ``data/ident_dev`` (one utterance per speaker, never trained on);
+- verification (``exp/verif``): EER / minDCF on all trials among the training speakers the run held back
+  for model selection (``trainer.dev_speakers``; the same seeded choice as training), AS-norm with a
+  cohort of the other (trained) speakers, so that no dev speaker is in its own cohort.
+
+Prints one JSON object. Not a test: numbers depend on the trained models.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from speechattn.data.dataset import load_features
+from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers
+from speechattn.data.kaldi_dir import read_table
+from speechattn.metrics.score_norm import make_cohort, score_trials_asnorm
+from speechattn.metrics.verification import compute_eer, compute_min_dcf
+from speechattn.tasks.sid_predictor import SpeakerEmbedder
+
+
+def embed_all(embedder: SpeakerEmbedder, feats: dict[str, np.ndarray], mode: str, crop_frames: int) -> dict:
+    out = {}
+    for utt, f in feats.items():
+        x = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32))
+        out[utt] = (embedder.embed(x) if mode == "full" else embedder.embed_crops(x, crop_frames)).numpy()
+    return out
+
+
+def modes(crops: list[int]) -> list[tuple[str, str, int]]:
+    return [("full", "full", 0)] + [(f"crops{c}", "crops", c) for c in crops]
+
+
+def ident(work: Path, checkpoint: str, crops: list[int]) -> dict:
+    exp, dev = work / "exp" / "ident", work / "data" / "ident_dev"
+    embedder = SpeakerEmbedder.from_exp_dir(exp, checkpoint)
+    feats = load_features(dev, embedder.normalise)
+    utt2spk = read_table(dev / "utt2spk")
+    result = {}
+    for name, mode, c in modes(crops):
+        emb = embed_all(embedder, feats, mode, c)
+        correct = sum(embedder.predict(torch.from_numpy(e))[0] == utt2spk[u] for u, e in emb.items())
+        result[name] = {"dev_top1": round(100 * correct / len(emb), 2), "utterances": len(emb)}
+    return result
+
+
+def verif(work: Path, checkpoint: str, crops: list[int], top_n: int, fraction: float) -> dict:
+    exp = work / "exp" / "verif"
+    embedder = SpeakerEmbedder.from_exp_dir(exp, checkpoint)
+    utt2spk, feats = {}, {}
+    for name in ("verif_train", "verif_dev"):
+        d = work / "data" / name
+        utt2spk.update(read_table(d / "utt2spk"))
+        feats.update(load_features(d, embedder.normalise))
+    spk2utt: dict[str, list[str]] = {}
+    for utt in feats:
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    _, held = hold_out_speakers(spk2utt, held_out_speaker_count(len(spk2utt), fraction))
+    trials = dev_trials(held)
+    labels = np.array([t[0] for t in trials], dtype=bool)
+    result = {"held_back_speakers": len(held), "trials": len(trials), "target": int(labels.sum())}
+    for name, mode, c in modes(crops):
+        emb = embed_all(embedder, feats, mode, c)
+        dev_emb = {u: emb[u] for s in held for u in held[s]}
+        cohort_emb = {u: e for u, e in emb.items() if utt2spk[u] not in held}
+        cohort = make_cohort(cohort_emb, {u: utt2spk[u] for u in cohort_emb}, "dev")
+        raw, norm = score_trials_asnorm(trials, dev_emb, cohort.vectors, top_n=top_n)
+        row = {}
+        for kind, scores in (("raw", raw), ("asnorm", norm)):
+            eer, _ = compute_eer(scores[labels], scores[~labels])
+            dcf, _ = compute_min_dcf(scores[labels], scores[~labels], p_target=0.01)
+            row[kind] = {"eer": round(100 * eer, 3), "min_dcf": round(dcf, 4)}
+        result[name] = row
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--checkpoint", default="model.pt")
+    parser.add_argument("--crops", type=int, nargs="*", default=[200, 300])
+    parser.add_argument("--top-n", type=int, default=100)
+    parser.add_argument("--dev-speakers", type=float, default=0.1)
+    parser.add_argument("--tasks", nargs="*", default=["ident", "verif"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = {}
+    if "ident" in args.tasks:
+        out["ident"] = ident(args.work_dir, args.checkpoint, args.crops)
+    if "verif" in args.tasks:
+        out["verif"] = verif(args.work_dir, args.checkpoint, args.crops, args.top_n, args.dev_speakers)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
