@@ -64,6 +64,14 @@ test_set_of() { echo test; }
 # The stamp of a data set's stage-0 output: its own (data/<set>/.stage.data) or the whole stage's.
 data_stamp_of() { if [ -f "data/$1/.stage.data" ]; then echo "data/$1/.stage.data"; else echo data/.stage.data; fi; }
 exp_of() { echo "exp/$1"; }
+# The phone recipes' --model: default | all | space-separated model names (speechattn/conf/model/).
+phone_models() {
+  case "$1" in
+    default) echo "mlp_context truncated_transformer" ;;
+    all) echo "mlp_context blstm transformer truncated_transformer" ;;
+    *) echo "$1" ;;
+  esac
+}
 decode_of() { echo "exp/$1/decode_$(test_set_of "$1")"; }
 
 # Runs "$@ <experiment>" for every experiment: side by side when --parallel true, else in turn.

@@ -36,11 +36,7 @@ corpus_hint="Download LibriSpeech (openslr.org resource 12) and align it with th
 if [ "$stage" -le 0 ] && [ ! -d "$alignments_dir" ]; then
   log "ERROR: alignments directory '$alignments_dir' not found. $corpus_hint"; exit 1
 fi
-case "$model" in
-  default) models="mlp_context truncated_transformer" ;;
-  all) models="mlp_context blstm transformer truncated_transformer" ;;
-  *) models="$model" ;;
-esac
+models="$(phone_models "$model")"
 experiments="$models"
 feature_sets="train dev test"
 feature_args=(features="$features")

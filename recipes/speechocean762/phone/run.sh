@@ -26,11 +26,7 @@ max_utts=0              # >0: only the first N utterances of each set (quick smo
 
 task=phone
 corpus_hint="Download speechocean762 (openslr.org resource 101) and pass --corpus-dir, or place it at ../shared/corpora/speechocean762 beside the project."
-case "$model" in
-  default) models="mlp_context truncated_transformer" ;;
-  all) models="mlp_context blstm transformer truncated_transformer" ;;
-  *) models="$model" ;;
-esac
+models="$(phone_models "$model")"
 train_set=train; suffix=
 if [ "$speed_perturb" = true ]; then train_set=train_sp; suffix=_sp; fi
 experiments="$(for m in $models; do echo -n "$m$suffix "; done)"

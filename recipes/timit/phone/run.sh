@@ -31,11 +31,7 @@ max_utts=0              # >0: only the first N utterances of each set (quick smo
 
 task=phone
 corpus_hint="TIMIT is licensed (LDC93S1, catalog.ldc.upenn.edu); pass the directory holding TRAIN/ and TEST/ as --corpus-dir. A fixture in its layout: python local/make_fixture.py timit --out-dir DIR"
-case "$model" in
-  default) models="mlp_context truncated_transformer" ;;
-  all) models="mlp_context blstm transformer truncated_transformer" ;;
-  *) models="$model" ;;
-esac
+models="$(phone_models "$model")"
 case "$test_set" in core|complete) ;; *) log "ERROR: --test-set '$test_set': core | complete"; exit 1 ;; esac
 experiments="$models"
 feature_sets="train dev test"
