@@ -41,7 +41,12 @@ recipe_data() {
   stage_unit "stage 0 data" data/.stage.data --force-arg --force -- \
     python "$root/local/prepare_sid_speechocean762.py" --corpus-dir "$corpus_dir" --out-dir data "${max_speakers_opt[@]}"
 }
-train_command() { cmd=(speechattn-train --config-name train_sid data="speechocean762_sid_$1"); }
+# Verification keeps the validation-accuracy rule and all 125 training speakers: dev EER on the 13 speakers
+# dev_eer would hold back (585 target trials) cannot tell epochs apart (docs/sid.md, runs D and E).
+train_command() {
+  cmd=(speechattn-train --config-name train_sid data="speechocean762_sid_$1")
+  if [ "$1" = verif ]; then cmd+=(trainer.select_by=valid_acc); fi
+}
 train_sets_of() { echo "${1}_train ${1}_dev"; }
 test_set_of() { echo "${1}_test"; }
 
