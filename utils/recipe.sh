@@ -64,6 +64,29 @@ test_set_of() { echo test; }
 # The stamp of a data set's stage-0 output: its own (data/<set>/.stage.data) or the whole stage's.
 data_stamp_of() { if [ -f "data/$1/.stage.data" ]; then echo "data/$1/.stage.data"; else echo data/.stage.data; fi; }
 exp_of() { echo "exp/$1"; }
+# The phone recipes' data sets: features of TRAIN_SET, dev and test in $features/<set>/ (--features), CMVN
+# statistics of the training set (every set's with --cmvn speaker). $1: the training set.
+phone_sets() {
+  feature_sets="$1 dev test"
+  feature_args=(features="$features")
+  feats_dir_of() { echo "$features/$1"; }
+  cmvn_args=(cmvn="$cmvn")
+  cmvn_sets=$1; [ "$cmvn" = speaker ] && cmvn_sets="$feature_sets"  # global: the training set's stats serve every set
+  return 0
+}
+# The speaker recipes' experiments ident and/or verif (--tasks, checked), their sets, fbank features and
+# global mean normalisation from each task's training set. $1: the --tasks value.
+sid_ident_verif() {
+  local t
+  for t in $1; do
+    case "$t" in ident|verif) ;; *) log "ERROR: --tasks '$1': unknown task '$t' (ident | verif)"; exit 1 ;; esac
+  done
+  experiments="$1"
+  feature_sets="ident_train ident_dev ident_test verif_train verif_dev verif_test"
+  feature_args=(features=fbank progress=false)
+  cmvn_sets="ident_train verif_train"
+  cmvn_args=(cmvn=global_mean)
+}
 # The phone recipes' --model: default | all | space-separated model names (speechattn/conf/model/).
 phone_models() {
   case "$1" in

@@ -37,11 +37,10 @@ def _flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix[:-1], tree
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any],
-                       ignore: frozenset[str] | set[str] = frozenset(SPEED_ONLY | CONTINUABLE)) -> list[str]:
-    """``key: old -> new`` for every option that differs (``ignore``d ones left out), sorted by key."""
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every option that differs (speed-only options left out), sorted by key."""
     a, b = dict(_flatten(old)), dict(_flatten(new))
-    keys = sorted(k for k in a.keys() | b.keys() if k not in ignore and a.get(k, "<unset>") != b.get(k, "<unset>"))
+    keys = sorted(k for k in a.keys() | b.keys() if k not in SPEED_ONLY and a.get(k, "<unset>") != b.get(k, "<unset>"))
     return [f"{k}: {a.get(k, '<unset>')} -> {b.get(k, '<unset>')}" for k in keys]
 
 
@@ -56,10 +55,11 @@ def claim_experiment_dir(exp_dir: Path, config: Mapping[str, Any], force: bool =
     if not started or not previous.is_file():
         return
     old = yaml.safe_load(previous.read_text()) or {}
-    continued = [d for d in config_differences(old, config, ignore=SPEED_ONLY) if d.split(":")[0] in CONTINUABLE]
+    changed = config_differences(old, config)
+    continued = [d for d in changed if d.split(":")[0] in CONTINUABLE]
+    diffs = [d for d in changed if d not in continued]
     if continued:
         log.warning("%s: continuing the earlier training with %s", exp_dir, "; ".join(continued))
-    diffs = config_differences(old, config)
     if not diffs:
         return
     if not force:

@@ -38,11 +38,7 @@ if [ "$stage" -le 0 ] && [ ! -d "$alignments_dir" ]; then
 fi
 models="$(phone_models "$model")"
 experiments="$models"
-feature_sets="train dev test"
-feature_args=(features="$features")
-feats_dir_of() { echo "$features/$1"; }
-cmvn_args=(cmvn="$cmvn")
-cmvn_sets=train; [ "$cmvn" = speaker ] && cmvn_sets="$feature_sets"
+phone_sets train
 prep_opts=(--train-sets "$train_sets" --dev-sets "$dev_sets" --test-sets "$test_sets")
 [ "$max_utts" -gt 0 ] && prep_opts+=(--max-utts-per-set "$max_utts")
 

@@ -30,11 +30,7 @@ models="$(phone_models "$model")"
 train_set=train; suffix=
 if [ "$speed_perturb" = true ]; then train_set=train_sp; suffix=_sp; fi
 experiments="$(for m in $models; do echo -n "$m$suffix "; done)"
-feature_sets="$train_set dev test"
-feature_args=(features="$features")
-feats_dir_of() { echo "$features/$1"; }
-cmvn_args=(cmvn="$cmvn")
-cmvn_sets=$train_set; [ "$cmvn" = speaker ] && cmvn_sets="$feature_sets"  # global: the training set's stats serve every set
+phone_sets "$train_set"
 max_utts_opt=(); [ "$max_utts" -gt 0 ] && max_utts_opt=(--max-utts-per-set "$max_utts")
 max_utts_override=(); [ "$max_utts" -gt 0 ] && max_utts_override=(data.max_utts="$max_utts")
 

@@ -27,14 +27,7 @@ max_speakers=0          # >0: only the first N speakers of the corpus's train/ a
 
 task=sid
 corpus_hint="Download speechocean762 (openslr.org resource 101) and pass --corpus-dir, or place it at ../shared/corpora/speechocean762 beside the project."
-for t in $tasks; do
-  case "$t" in ident|verif) ;; *) log "ERROR: --tasks '$tasks': unknown task '$t' (ident | verif)"; exit 1 ;; esac
-done
-experiments="$tasks"
-feature_sets="ident_train ident_dev ident_test verif_train verif_dev verif_test"
-feature_args=(features=fbank progress=false)
-cmvn_sets="ident_train verif_train"
-cmvn_args=(cmvn=global_mean)
+sid_ident_verif "$tasks"
 max_speakers_opt=(); [ "$max_speakers" -gt 0 ] && max_speakers_opt=(--max-speakers "$max_speakers")
 
 recipe_data() {

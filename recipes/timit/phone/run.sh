@@ -34,11 +34,7 @@ corpus_hint="TIMIT is licensed (LDC93S1, catalog.ldc.upenn.edu); pass the direct
 models="$(phone_models "$model")"
 case "$test_set" in core|complete) ;; *) log "ERROR: --test-set '$test_set': core | complete"; exit 1 ;; esac
 experiments="$models"
-feature_sets="train dev test"
-feature_args=(features="$features")
-feats_dir_of() { echo "$features/$1"; }
-cmvn_args=(cmvn="$cmvn")
-cmvn_sets=train; [ "$cmvn" = speaker ] && cmvn_sets="$feature_sets"
+phone_sets train
 prep_opts=(--test-set "$test_set"); [ "$include_sa" = true ] && prep_opts+=(--include-sa)
 [ "$max_utts" -gt 0 ] && prep_opts+=(--max-utts-per-set "$max_utts")
 

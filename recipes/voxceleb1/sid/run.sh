@@ -26,14 +26,7 @@ trials=veri_test2.txt   # trial list(s) in --corpus-dir, space-separated (e.g. "
 
 task=sid
 corpus_hint="Download VoxCeleb1 (robots.ox.ac.uk/~vgg/data/voxceleb), merge the dev and test parts under wav/ and pass --corpus-dir. A fixture in this layout: python local/make_fixture.py voxceleb1 --out-dir DIR"
-for t in $tasks; do
-  case "$t" in ident|verif) ;; *) log "ERROR: --tasks '$tasks': unknown task '$t' (ident | verif)"; exit 1 ;; esac
-done
-experiments="$tasks"
-feature_sets="ident_train ident_dev ident_test verif_train verif_dev verif_test"
-feature_args=(features=fbank progress=false)
-cmvn_sets="ident_train verif_train"
-cmvn_args=(cmvn=global_mean)
+sid_ident_verif "$tasks"
 
 recipe_data() {
   stage_unit "stage 0 data" data/.stage.data --force-arg --force -- \
