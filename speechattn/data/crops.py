@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from speechattn.data.dataset import Example
 from speechattn.data.kaldi_dir import KaldiDataError
+from speechattn.data.ondemand import frame_counts
 from speechattn.data.sampler import LengthBucketBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ class SpeakerCropDataset(Dataset):
     """Utterances with one speaker label each, as random training crops or whole (validation).
 
     Args:
-        feats: utt -> features ``(T, F)`` (normalised).
+        feats: utt -> features ``(T, F)`` (normalised): a dict in memory, or
+            :class:`~speechattn.data.ondemand.OnDemandFeatures` (``data.on_demand``: each item reads its
+            utterance from the ark; the lengths come from ``utt2num_frames``). Same items either way.
         targets: utt -> speaker class index.
         crop: ``(min_frames, max_frames)`` for training crops (:func:`crop_window`); None = whole utterances.
         seed: crop seed.
@@ -81,6 +84,7 @@ class SpeakerCropDataset(Dataset):
         missing = [u for u in self.utts if u not in targets]
         if missing:
             raise KaldiDataError(f"no speaker label for utterance '{missing[0]}' ({len(missing)} in total)")
+        self.num_frames = frame_counts(feats)  # (N,): read nothing for on-demand features
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -88,10 +92,10 @@ class SpeakerCropDataset(Dataset):
     def lengths(self) -> list[int]:
         """Frames each item can have at most (for batching): the crop's maximum or the utterance length."""
         cap = self.crop[1] if self.crop else math.inf
-        return [int(min(len(self.feats[u]), cap)) for u in self.utts]
+        return [int(min(n, cap)) for n in self.num_frames.tolist()]
 
     def num_shorter_than(self, frames: int) -> int:
-        return sum(len(self.feats[u]) < frames for u in self.utts)
+        return int((self.num_frames < frames).sum())
 
     def __getitem__(self, i: int) -> Example:
         utt = self.utts[i]

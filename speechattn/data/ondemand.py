@@ -6,6 +6,10 @@ memory, a few numbers per utterance (:class:`ArkIndex`: ark file, byte offset, f
 ``__getitem__`` seeks into the ark and reads one matrix with kaldiio. Peak memory is then the index plus
 the batches in flight, whatever the corpus size (``bench/data_scale.py`` measures it).
 
+:class:`OnDemandFeatures` is the same reading behind a read-only ``utt -> (T, F)`` mapping, in place of the
+dict :func:`speechattn.data.dataset.load_features` returns (the speaker task's crops and dev metrics):
+iterating its keys and :func:`frame_counts` read nothing, only a lookup reads one matrix.
+
 Frame labels get the same treatment: :func:`write_label_ark` converts a ``frame_labels`` table (phone
 symbols) once into a Kaldi integer-vector ark + scp (what Kaldi's ``copy-int-vector`` writes), read like the
 features. Utterance-level targets (speaker classes) are one integer per utterance and stay in memory.
@@ -27,12 +31,13 @@ Example:
 """
 from __future__ import annotations
 
+import bisect
 import json
 from array import array
 import logging
 import os
 from pathlib import Path
-from typing import IO, Callable, Iterator, Sequence
+from typing import IO, Callable, Iterable, Iterator, Mapping, Sequence
 
 import kaldiio
 import numpy as np
@@ -45,7 +50,8 @@ from speechattn.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ArkIndex", "OnDemandFeatureDataset", "write_label_ark", "LABEL_ARK_NAME"]
+__all__ = ["ArkIndex", "OnDemandFeatures", "FeatureUnion", "OnDemandFeatureDataset", "frame_counts", "feature_subset",
+           "feature_union", "write_label_ark", "LABEL_ARK_NAME"]
 
 Normaliser = Callable[[str, np.ndarray], np.ndarray]
 LABEL_ARK_NAME = "frame_label_ids"  # <data_dir>/frame_label_ids.{ark,scp,json}
@@ -141,6 +147,20 @@ class ArkIndex:
                    np.frombuffer(offsets, dtype=np.int64).copy(), np.frombuffer(lengths, dtype=np.int32).copy(),
                    np.frombuffer(lines, dtype=np.int32).copy())
 
+    def select(self, rows: Iterable[int]) -> "ArkIndex":
+        """The index of utterances ``rows`` (positions, kept in scp order), without reading the scp again."""
+        keep = np.unique(np.fromiter(rows, dtype=np.int64))
+        if keep.size and (keep[0] < 0 or keep[-1] >= len(self)):
+            raise IndexError(f"rows out of range 0..{len(self) - 1}")
+        return ArkIndex(self.scp, [self.utts[i] for i in keep], self.files, self.file_ids[keep], self.offsets[keep],
+                        self.lengths[keep], self.lines[keep])
+
+    def position(self, utt: str) -> int | None:
+        """Row of ``utt`` (None when absent): a binary search, as the scp is in C-locale order (which is
+        Python's code-point order of ``str``)."""
+        i = bisect.bisect_left(self.utts, utt)
+        return i if i < len(self.utts) and self.utts[i] == utt else None
+
     @classmethod
     def from_data_dir(cls, data_dir: str | os.PathLike, utts: Sequence[str] | None = None) -> "ArkIndex":
         """``data_dir/feats.scp`` with lengths from ``data_dir/utt2num_frames`` (required)."""
@@ -193,6 +213,142 @@ class _ArkReader:
         self._handles = {}
 
 
+class OnDemandFeatures(Mapping[str, np.ndarray]):
+    """``utt -> features (T, F)``, read from the ark when looked up (checked, then normalised): the same
+    values as the dict of :func:`speechattn.data.dataset.load_features`, with only ``index`` in memory.
+
+    Keys come in scp order; ``in``, ``len``, iteration, :meth:`num_frames` and :meth:`subset` read nothing
+    (``values()``/``items()`` read every matrix: use them only on small sets). Picklable for DataLoader
+    workers (each process opens its own ark handles).
+
+    Example:
+        >>> import tempfile, pathlib, kaldiio
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> with kaldiio.WriteHelper(f"ark,scp:{d}/feats.ark,{d}/feats.scp") as w:
+        ...     w("a", np.ones((3, 2), dtype=np.float32)); w("b", np.zeros((5, 2), dtype=np.float32))
+        >>> _ = (d / "utt2num_frames").write_text("a 3\\nb 5\\n")
+        >>> feats = OnDemandFeatures(ArkIndex.from_data_dir(d), normalise=lambda utt, m: m + 1)
+        >>> list(feats), feats.num_frames("b"), feats["a"].tolist(), "c" in feats
+        (['a', 'b'], 5, [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]], False)
+    """
+
+    def __init__(self, index: ArkIndex, normalise: Normaliser | None = None) -> None:
+        self.index, self.normalise = index, normalise
+        self._reader = _ArkReader(index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.index.utts)
+
+    def __contains__(self, utt: object) -> bool:  # Mapping's default would read the matrix
+        return isinstance(utt, str) and self.index.position(utt) is not None
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        i = self.index.position(utt)
+        if i is None:
+            raise KeyError(utt)
+        return self.read(i)
+
+    def read(self, i: int) -> np.ndarray:
+        """Matrix of row ``i`` ``(T, F)``: float32 as stored, checked against ``utt2num_frames`` and for NaN/inf,
+        then normalised (errors name the scp line)."""
+        index = self.index
+        utt = index.utts[i]
+        mat = np.array(self._reader.read(i), dtype=np.float32)  # kaldiio's arrays are read-only views
+        where = f"{index.scp}:{index.lines[i]}"
+        if mat.ndim != 2 or mat.shape[0] != index.lengths[i]:
+            raise KaldiDataError(f"{where}: '{utt}' has features of shape {mat.shape} but utt2num_frames says "
+                                 f"{index.lengths[i]} frames")
+        if not np.isfinite(mat).all():
+            raise KaldiDataError(f"{where}: features of '{utt}' contain NaN or inf")
+        return self.normalise(utt, mat) if self.normalise is not None else mat
+
+    def num_frames(self, utt: str) -> int:
+        i = self.index.position(utt)
+        if i is None:
+            raise KeyError(utt)
+        return int(self.index.lengths[i])
+
+    def frame_counts(self) -> np.ndarray:
+        """Frames per utterance ``(N,)``, in key order (from ``utt2num_frames``)."""
+        return self.index.lengths
+
+    def subset(self, utts: Iterable[str]) -> "OnDemandFeatures":
+        """The features of ``utts`` (each must be a key; kept in scp order), same normaliser, nothing read."""
+        rows = []
+        for utt in utts:
+            i = self.index.position(utt)
+            if i is None:
+                raise KeyError(utt)
+            rows.append(i)
+        return OnDemandFeatures(self.index.select(rows), self.normalise)
+
+
+class FeatureUnion(Mapping[str, np.ndarray]):
+    """Several disjoint feature mappings seen as one (e.g. a dev set drawn from the training and validation
+    dirs, each with its own normaliser); lookups go to the part that has the key, nothing is read ahead."""
+
+    def __init__(self, parts: Sequence[Mapping[str, np.ndarray]]) -> None:
+        self.parts = list(parts)
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __iter__(self) -> Iterator[str]:
+        for part in self.parts:
+            yield from part
+
+    def __contains__(self, utt: object) -> bool:
+        return any(utt in p for p in self.parts)
+
+    def _part(self, utt: str) -> Mapping[str, np.ndarray]:
+        for part in self.parts:
+            if utt in part:
+                return part
+        raise KeyError(utt)
+
+    def __getitem__(self, utt: str) -> np.ndarray:
+        return self._part(utt)[utt]
+
+    def num_frames(self, utt: str) -> int:
+        part = self._part(utt)
+        return part.num_frames(utt) if hasattr(part, "num_frames") else len(part[utt])
+
+    def frame_counts(self) -> np.ndarray:
+        return np.concatenate([frame_counts(p) for p in self.parts]) if self.parts else np.zeros(0, np.int64)
+
+    def subset(self, utts: Iterable[str]) -> "FeatureUnion":
+        wanted = list(utts)
+        missing = [u for u in wanted if u not in self]
+        if missing:
+            raise KeyError(missing[0])
+        return FeatureUnion([feature_subset(p, [u for u in wanted if u in p]) for p in self.parts])
+
+
+def frame_counts(feats: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Frames of each utterance of ``feats`` ``(N,)`` in key order, without reading on-demand features."""
+    if hasattr(feats, "frame_counts"):
+        return np.asarray(feats.frame_counts())
+    return np.array([len(f) for f in feats.values()], dtype=np.int64)
+
+
+def feature_subset(feats: Mapping[str, np.ndarray], utts: Sequence[str]) -> Mapping[str, np.ndarray]:
+    """The features of ``utts``: a dict (in ``utts`` order) of an in-memory dict; an on-demand mapping's
+    :meth:`~OnDemandFeatures.subset` (scp order) otherwise, which reads nothing."""
+    if hasattr(feats, "subset"):
+        return feats.subset(utts)
+    return {u: feats[u] for u in utts}
+
+
+def feature_union(parts: Sequence[Mapping[str, np.ndarray]]) -> Mapping[str, np.ndarray]:
+    """One mapping of disjoint ``parts``: a merged dict when all are dicts, else a :class:`FeatureUnion`."""
+    if all(isinstance(p, dict) for p in parts):
+        return {u: f for p in parts for u, f in p.items()}
+    return FeatureUnion(parts)
+
+
 class OnDemandFeatureDataset(Dataset):
     """Features read from their ark when an item is requested; same items as the in-memory datasets.
 
@@ -213,7 +369,7 @@ class OnDemandFeatureDataset(Dataset):
             raise ValueError("give frame_labels or targets, not both")
         self.features = features
         self.normalise = normalise
-        self._feats = _ArkReader(features)
+        self._feats = OnDemandFeatures(features, normalise)
         self._labels: _ArkReader | None = None
         self._label_rows: np.ndarray | None = None
         if frame_labels is not None:
@@ -235,17 +391,8 @@ class OnDemandFeatureDataset(Dataset):
         return self.features.lengths
 
     def __getitem__(self, i: int) -> Example:
-        index = self.features
-        utt = index.utts[i]
-        mat = np.array(self._feats.read(i), dtype=np.float32)  # kaldiio's arrays are read-only views
-        where = f"{index.scp}:{index.lines[i]}"
-        if mat.ndim != 2 or mat.shape[0] != index.lengths[i]:
-            raise KaldiDataError(f"{where}: '{utt}' has features of shape {mat.shape} but utt2num_frames says "
-                                 f"{index.lengths[i]} frames")
-        if not np.isfinite(mat).all():
-            raise KaldiDataError(f"{where}: features of '{utt}' contain NaN or inf")
-        if self.normalise is not None:
-            mat = self.normalise(utt, mat)
+        utt = self.features.utts[i]
+        mat = self._feats.read(i)
         target: torch.Tensor | int | None = None
         if self._labels is not None:
             row = int(self._label_rows[i])

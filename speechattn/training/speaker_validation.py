@@ -5,7 +5,9 @@ The model is any speaker model with ``forward(feats (B, T, F), lengths (B,)) -> 
 for identification, ``logits(embeddings) -> (B, C)`` (:class:`speechattn.models.speaker.SpeakerModel`).
 Utterances are embedded whole (what inference does), in batches of similar length up to
 ``max_frames_per_batch`` padded frames, in eval mode and without gradients; the model's mode is
-restored afterwards.
+restored afterwards. ``feats`` may be on-demand (:class:`speechattn.data.ondemand.OnDemandFeatures`): the
+batching uses ``utt2num_frames`` and each batch reads only its own utterances, so a dev set larger than
+RAM works.
 
 Example:
     >>> class Toy(torch.nn.Module):
@@ -28,6 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 
+from speechattn.data.ondemand import feature_subset
 from speechattn.metrics.verification import compute_eer, compute_min_dcf, score_trials
 
 __all__ = ["embed_utterances", "VerificationEER", "IdentificationTop1"]
@@ -52,6 +55,10 @@ def _as_tensor(x: np.ndarray | Tensor) -> Tensor:
     return x if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
+def _num_frames(feats: Mapping[str, np.ndarray | Tensor], utt: str) -> int:
+    return feats.num_frames(utt) if hasattr(feats, "num_frames") else len(feats[utt])
+
+
 @torch.no_grad()
 def embed_utterances(model: nn.Module, feats: Mapping[str, np.ndarray | Tensor], max_frames_per_batch: int = 24000,
                      device: torch.device | str = "cpu", with_logits: bool = False
@@ -62,9 +69,10 @@ def embed_utterances(model: nn.Module, feats: Mapping[str, np.ndarray | Tensor],
     embeddings: dict[str, np.ndarray] = {}
     logits: dict[str, np.ndarray] = {}
     try:
-        for batch in _batches({u: len(f) for u, f in feats.items()}, max_frames_per_batch):
-            x = pad_sequence([_as_tensor(feats[u]).float() for u in batch], batch_first=True).to(device)
-            lengths = torch.tensor([len(feats[u]) for u in batch], device=device)
+        for batch in _batches({u: _num_frames(feats, u) for u in feats}, max_frames_per_batch):
+            mats = [_as_tensor(feats[u]).float() for u in batch]  # one read per utterance (on-demand: from disk)
+            x = pad_sequence(mats, batch_first=True).to(device)
+            lengths = torch.tensor([len(m) for m in mats], device=device)
             emb = model(x, lengths)
             embeddings.update(zip(batch, emb.double().cpu().numpy()))
             if with_logits:
@@ -90,7 +98,7 @@ class VerificationEER:
         if missing:
             raise KeyError(f"dev trials name {len(missing)} utterances without features, e.g. '{missing[0]}'")
         used = {u for _, a, b in trials for u in (a, b)}
-        self.feats = {u: f for u, f in feats.items() if u in used}
+        self.feats = feature_subset(feats, [u for u in feats if u in used])  # on-demand: nothing read
         self.trials, self.labels = list(trials), labels
         self.max_frames, self.device, self.p_target = max_frames_per_batch, device, p_target
 
@@ -118,7 +126,7 @@ class IdentificationTop1:
             raise KeyError(f"{len(missing)} dev utterances without features, e.g. '{missing[0]}'")
         if not targets:
             raise ValueError("no dev utterances")
-        self.feats = {u: feats[u] for u in targets}
+        self.feats = feature_subset(feats, list(targets))
         self.targets, self.num_speakers = dict(targets), num_speakers
         self.max_frames, self.device = max_frames_per_batch, device
 
