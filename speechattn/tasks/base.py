@@ -62,7 +62,8 @@ class DevSelection:
 
     ``metric``: ``"dev_eer"`` (``trials`` ``(label, utt1, utt2)`` among ``feats``) or ``"dev_top1"``
     (``targets`` utt -> class, among the first ``num_speakers`` classes). ``feats``: whole dev utterances
-    ``(T, F)``, normalised as in training.
+    ``(T, F)``, normalised as in training (a dict, or with ``data.on_demand`` a mapping that reads each one
+    from its ark when looked up: :mod:`speechattn.data.ondemand`).
     """
 
     metric: str

@@ -8,7 +8,9 @@ Training sees a random 2-3 s crop of every utterance per epoch (``trainer.crop_m
 ``crop_max_frames``, :mod:`speechattn.data.crops`: a crop depends only on (seed, epoch, utterance), so a
 resumed run draws the crops the uninterrupted run would have), with SpecAugment frequency and time masks.
 Utterances shorter than the crop are used whole: the batch is padded and the model masks the padding.
-Validation uses whole utterances.
+Validation uses whole utterances. Features are held in memory, or with ``data.on_demand=true`` read from
+their arks when an item is used (:class:`speechattn.data.ondemand.OnDemandFeatures`: only an index in
+memory, for corpora larger than RAM such as VoxCeleb1): the same crops, batches and losses either way.
 
 Model (:func:`speechattn.models.speaker.build_sid_model`): optional frame stacking -> the ``model`` group's
 encoder -> pooling -> embedding -> AAM-softmax or softmax (the ``sid`` group). Inference writes
@@ -32,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from speechattn.data.crops import SpeakerBatchSampler, SpeakerCropDataset
 from speechattn.data.dataset import Batch, Normaliser, load_features
 from speechattn.data.kaldi_dir import read_table
+from speechattn.data.ondemand import ArkIndex, OnDemandFeatures, feature_subset, feature_union, frame_counts
 from speechattn.data.sampler import LengthBucketBatchSampler
 from speechattn.data.speakers import read_speaker_targets, read_speakers
 from speechattn.features.augment import spec_augment
@@ -85,9 +88,22 @@ def make_sid_step(trainer_cfg: Mapping[str, Any]) -> StepFn:
     return step
 
 
+Features = Mapping[str, np.ndarray]  # utt -> normalised (T, F): a dict in memory or OnDemandFeatures
+
+
 def _load_split(data_dir: Path, cfg: DictConfig, speakers: list[str], normalise: Normaliser
-                ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Features (normalised) and speaker class indices of one data dir (optionally its first ``data.max_utts``)."""
+                ) -> tuple[Features, dict[str, int]]:
+    """Features (normalised) and speaker class indices of one data dir (optionally its first ``data.max_utts``).
+
+    ``data.on_demand``: the features stay in their arks (an :class:`OnDemandFeatures` over ``feats.scp`` +
+    ``utt2num_frames``, same keys, order and values as the in-memory dict); each lookup reads one matrix.
+    """
+    if bool(cfg.data.get("on_demand", False)):
+        index = ArkIndex.from_data_dir(data_dir)
+        if cfg.data.get("max_utts"):
+            index = index.select(range(min(int(cfg.data.max_utts), len(index))))
+        targets = read_speaker_targets(data_dir, index.utts, speakers)
+        return OnDemandFeatures(index, normalise), targets
     utts = list(read_table(data_dir / "feats.scp"))
     if cfg.data.get("max_utts"):
         utts = utts[: int(cfg.data.max_utts)]
@@ -106,14 +122,14 @@ def _select_by(cfg: DictConfig) -> str:
     return select_by
 
 
-def _dev_selection(cfg: DictConfig, labels: list[str], train_feats: dict[str, np.ndarray],
-                   train_targets: dict[str, int], valid_feats: dict[str, np.ndarray],
-                   valid_targets: dict[str, int]) -> tuple[DevSelection | None, set[int]]:
+def _dev_selection(cfg: DictConfig, labels: list[str], train_feats: Features, train_targets: dict[str, int],
+                   valid_feats: Features, valid_targets: dict[str, int]) -> tuple[DevSelection | None, set[int]]:
     """The dev metric that chooses ``model.pt`` and the classes held back from training for it.
 
     ``dev_top1``: the validation utterances. ``dev_eer``: ``trainer.dev_speakers`` (a fraction, at least 2
     speakers) of the training speakers are held back (:func:`speechattn.data.dev_trials.hold_out_speakers`,
     seeded, order-independent); all pairs of their training and validation utterances are the dev trials.
+    On-demand features stay on disk: the dev metric reads them batch by batch each epoch.
     """
     metric = _select_by(cfg)
     if metric == "valid_acc":
@@ -134,7 +150,8 @@ def _dev_selection(cfg: DictConfig, labels: list[str], train_feats: dict[str, np
     _, held = hold_out_speakers(spk2utt, count)
     trials = dev_trials(held)
     speaker_of = {u: labels[t] for u, t in (train_targets | valid_targets).items()}
-    feats = {u: f for src in (train_feats, valid_feats) for u, f in src.items() if speaker_of[u] in held}
+    feats = feature_union([feature_subset(src, [u for u in src if speaker_of[u] in held])
+                           for src in (train_feats, valid_feats)])
     log.info("model selection by dev EER: %d training speakers held back (%d utterances, %d trials, %d target)",
              len(held), len(feats), len(trials), sum(t[0] for t in trials))
     return DevSelection("dev_eer", feats, trials=trials), {labels.index(s) for s in held}
@@ -189,25 +206,30 @@ class SidTask(Task):
 
     def load_data(self, cfg: DictConfig, labels: list[str]) -> TrainingData:
         t = cfg.trainer
+        on_demand = bool(cfg.data.get("on_demand", False))
+        aug_cfg = augment_config(cfg)
+        if on_demand and aug_cfg.enabled:  # SpeechBank holds every training recording in memory
+            raise ValueError("data.on_demand=true does not work with augment=speaker (waveform augmentation holds "
+                             "the training recordings in memory): use augment=none or data.on_demand=false")
         train_norm, valid_norm = self.normalisers(cfg)
         train_feats, train_targets = _load_split(Path(cfg.data.train_dir), cfg, labels, train_norm)
         valid_feats, valid_targets = _load_split(Path(cfg.data.valid_dir), cfg, labels, valid_norm)
         crop = (int(t.crop_min_frames), int(t.crop_max_frames))
         selection, held = _dev_selection(cfg, labels, train_feats, train_targets, valid_feats, valid_targets)
         if held:  # held-back speakers: dev trials only, never trained on (nor used as babble)
-            train_feats = {u: f for u, f in train_feats.items() if train_targets[u] not in held}
-            valid_feats = {u: f for u, f in valid_feats.items() if valid_targets[u] not in held}
-        aug_cfg = augment_config(cfg)
+            train_feats = feature_subset(train_feats, [u for u in train_feats if train_targets[u] not in held])
+            valid_feats = feature_subset(valid_feats, [u for u in valid_feats if valid_targets[u] not in held])
         train_set: SpeakerCropDataset | AugmentedCropDataset
         if aug_cfg.enabled:
             train_set = _augmented_train_set(cfg, labels, list(train_feats), train_targets, train_norm, crop)
         else:
             train_set = SpeakerCropDataset(train_feats, train_targets, crop=crop, seed=int(t.seed))
         valid_set = SpeakerCropDataset(valid_feats, valid_targets, crop=None)
-        input_dim = next(iter(train_feats.values())).shape[1]
+        input_dim = int(train_feats[next(iter(train_feats))].shape[1])  # one matrix read
         log.info("train: %d utterances of %d speakers (%d in the speaker list), %d frames; valid: %d utterances; "
-                 "%d-dim features", len(train_set), len({train_targets[u] for u in train_feats}), len(labels),
-                 sum(len(f) for f in train_feats.values()), len(valid_set), input_dim)
+                 "%d-dim features %s", len(train_set), len({train_targets[u] for u in train_feats}), len(labels),
+                 int(frame_counts(train_feats).sum()), len(valid_set), input_dim,
+                 "read on demand (data.on_demand=true)" if on_demand else "in memory")
         always, sometimes = train_set.num_shorter_than(crop[0]), train_set.num_shorter_than(crop[1])
         if sometimes:
             log.warning("%d of %d training utterances are shorter than the %d-frame minimum crop and %d shorter "

@@ -3,8 +3,8 @@
 ``speechattn-train`` writes ``config.yaml`` (the resolved config) into ``exp_dir``. Re-running with the same
 config resumes or skips a finished run; with another one the old checkpoints and ``model.pt`` would pass for
 the new options, so the run stops with one line naming the first differing option (``force=true`` starts
-over, after removing what the earlier run left). Thread and worker counts do not count; ``trainer.max_epochs``
-may change to continue a run (logged).
+over, after removing what the earlier run left). Thread and worker counts and ``data.on_demand`` do not
+count; ``trainer.max_epochs`` may change to continue a run (logged).
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-# Options that change how fast a run goes, not what it computes.
-SPEED_ONLY = {"trainer.threads", "trainer.num_workers", "trainer.progress", "exp_dir", "force"}
+# Options that change how fast a run goes (or how much memory it takes), not what it computes. data.on_demand
+# gives the in-memory run's batches and losses (tests/test_ondemand.py, tests/test_sid_ondemand.py).
+SPEED_ONLY = {"trainer.threads", "trainer.num_workers", "trainer.progress", "exp_dir", "force", "data.on_demand"}
 # Options a run may change to continue an earlier one (as ESPnet's --max_epoch): logged, not refused.
 CONTINUABLE = {"trainer.max_epochs"}
 # What an earlier training leaves in its experiment directory.
