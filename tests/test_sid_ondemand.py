@@ -54,6 +54,44 @@ def test_on_demand_features_equal_load_features_and_read_only_when_looked_up(tmp
         feats[utts[3]]
 
 
+class _RowShift:
+    rowwise = True  # as CmvnApplier in global/speaker mode: frames normalised one by one
+
+    def __call__(self, utt: str, m: np.ndarray) -> np.ndarray:
+        return m - 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_read_crop_reads_only_the_crop_rows(tmp_path: Path, dtype: type) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    mats = {f"u{k}": rng.standard_normal((40 + k, 3)).astype(dtype) for k in range(3)}
+    mats["u1"][:10] = np.nan  # outside the crops read below: a partial read never sees them
+    with kaldiio.WriteHelper(f"ark,scp:{data}/feats.ark,{data}/feats.scp") as w:
+        for utt, m in mats.items():
+            w(utt, m)
+    (data / "utt2num_frames").write_text("".join(f"{u} {len(m)}\n" for u, m in mats.items()))
+    feats = OnDemandFeatures(ArkIndex.from_data_dir(data), _RowShift())
+    for utt, start, length in (("u0", 0, 40), ("u0", 5, 7), ("u1", 12, 29), ("u2", 30, 50)):
+        want = mats[utt][start:start + length].astype(np.float32) - 0.5
+        got = feats.read_crop(utt, start, length)
+        assert got.dtype == np.float32 and np.array_equal(got, want), (utt, start, length)
+    with pytest.raises(KaldiDataError, match=r"feats.scp:2: features of 'u1' contain NaN"):
+        feats["u1"]  # the whole matrix
+    with pytest.raises(KaldiDataError, match=r"feats.scp:2: features of 'u1' contain NaN"):
+        feats.read_crop("u1", 5, 10)  # the crop reaches the bad rows
+    # A normaliser that needs the whole utterance (per-utterance CMVN) makes it read the whole matrix.
+    whole = OnDemandFeatures(ArkIndex.from_data_dir(data), _shift)
+    with pytest.raises(KaldiDataError, match=r"feats.scp:2: features of 'u1' contain NaN"):
+        whole.read_crop("u1", 12, 29)
+    # utt2num_frames disagreeing with the ark's header is an error, as for a whole read.
+    (data / "utt2num_frames").write_text("u0 40\nu1 99\nu2 42\n")
+    with pytest.raises(KaldiDataError, match=r"feats.scp:2: 'u1' has features of shape \(41, 3\) but "
+                                             r"utt2num_frames says 99"):
+        OnDemandFeatures(ArkIndex.from_data_dir(data), _RowShift()).read_crop("u1", 12, 29)
+
+
 def test_feature_union_of_two_dirs(tmp_path: Path) -> None:
     a = make_data_dir(tmp_path / "a", num_utts=4, seed=1)
     b = make_data_dir(tmp_path / "b", num_utts=4, seed=2)  # other utterance IDs below
@@ -234,3 +272,9 @@ def test_on_demand_needs_utt2num_frames(corpus: Path, tmp_path: Path) -> None:
         (bare / name).write_bytes((corpus / "train" / name).read_bytes())
     with pytest.raises(KaldiDataError, match=r"train/utt2num_frames:0: needed to batch by length"):
         _train(_overrides(corpus, tmp_path / "exp") + [f"data.train_dir={bare}", "data.on_demand=true"])
+
+
+def test_cmvn_modes_that_allow_crop_reads() -> None:
+    from speechattn.features.cmvn import CmvnApplier
+
+    assert CmvnApplier("none").rowwise and not CmvnApplier("utterance").rowwise

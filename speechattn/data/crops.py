@@ -99,10 +99,14 @@ class SpeakerCropDataset(Dataset):
 
     def __getitem__(self, i: int) -> Example:
         utt = self.utts[i]
-        feats = self.feats[utt]
         if self.crop is not None:
-            start, length = crop_window(len(feats), self.crop[0], self.crop[1], self.seed, self.epoch, i)
-            feats = feats[start:start + length]
+            start, length = crop_window(int(self.num_frames[i]), self.crop[0], self.crop[1], self.seed, self.epoch, i)
+            if hasattr(self.feats, "read_crop"):  # on demand: only the crop's rows when possible
+                feats = self.feats.read_crop(utt, start, length)
+            else:
+                feats = self.feats[utt][start:start + length]
+        else:
+            feats = self.feats[utt]
         return Example(utt, torch.from_numpy(np.ascontiguousarray(feats)), int(self.targets[utt]))
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import struct
 from array import array
 import logging
 import os
@@ -182,7 +183,7 @@ class _ArkReader:
     def __getstate__(self) -> dict:
         return {"index": self.index, "_pid": -1, "_handles": {}}
 
-    def read(self, i: int) -> np.ndarray:
+    def _handle(self, i: int) -> IO[bytes]:
         if self._pid != os.getpid():
             self._pid, self._handles = os.getpid(), {}  # a forked worker: the parent's handles share offsets
         file_id = int(self.index.file_ids[i])
@@ -193,6 +194,41 @@ class _ArkReader:
                 handle = self._handles[file_id] = open(path, "rb")
             except OSError as e:
                 raise KaldiDataError(f"{self.index.scp}:{self.index.lines[i]}: cannot open ark '{path}': {e}") from e
+        return handle
+
+    def read_rows(self, i: int, start: int, length: int) -> tuple[np.ndarray, int] | None:
+        """Rows ``start .. start+length`` of matrix ``i`` ``(length, F)`` and its total row count, read
+        without the other rows; None when the matrix is not a plain binary float/double matrix (e.g.
+        compressed: read it whole)."""
+        handle = self._handle(i)
+        utt = self.index.utts[i]
+        key = utt.encode("utf-8") + b" "
+        where = f"{self.index.scp}:{self.index.lines[i]}"
+        try:
+            handle.seek(int(self.index.offsets[i]) - len(key))
+            head = handle.read(len(key) + 15)  # "UTT " + "\0B" + "FM " + (4, rows int32) + (4, cols int32)
+        except OSError as e:
+            raise KaldiDataError(f"{where}: cannot read '{utt}': {e}") from e
+        if head[:len(key)] != key:
+            return None  # the full read names what the ark holds there
+        header = head[len(key):]
+        if len(header) < 15 or header[:2] != b"\0B" or header[2:5] not in (b"FM ", b"DM ") \
+                or header[5] != 4 or header[10] != 4:
+            return None
+        rows, cols = struct.unpack("<i", header[6:10])[0], struct.unpack("<i", header[11:15])[0]
+        width = 4 if header[2:5] == b"FM " else 8
+        if not 0 <= start <= start + length <= rows:
+            return np.zeros((0, cols), np.float32), rows  # the caller reports the length mismatch
+        handle.seek(int(self.index.offsets[i]) + 15 + start * cols * width)
+        data = handle.read(length * cols * width)
+        if len(data) != length * cols * width:
+            raise KaldiDataError(f"{where}: cannot read '{utt}' from {self.index.files[self.index.file_ids[i]]}: "
+                                 f"the ark ends inside its matrix")
+        return np.frombuffer(data, dtype="<f4" if width == 4 else "<f8").reshape(length, cols), rows
+
+    def read(self, i: int) -> np.ndarray:
+        handle = self._handle(i)
+        file_id = int(self.index.file_ids[i])
         utt = self.index.utts[i]
         where = f"{self.index.scp}:{self.index.lines[i]}"
         # Kaldi scp offsets point just past "UTT ": start at the key so that kaldiio reads and we check it.
@@ -261,6 +297,30 @@ class OnDemandFeatures(Mapping[str, np.ndarray]):
         if mat.ndim != 2 or mat.shape[0] != index.lengths[i]:
             raise KaldiDataError(f"{where}: '{utt}' has features of shape {mat.shape} but utt2num_frames says "
                                  f"{index.lengths[i]} frames")
+        if not np.isfinite(mat).all():
+            raise KaldiDataError(f"{where}: features of '{utt}' contain NaN or inf")
+        return self.normalise(utt, mat) if self.normalise is not None else mat
+
+    def read_crop(self, utt: str, start: int, length: int) -> np.ndarray:
+        """``self[utt][start:start + length]`` ``(length', F)``, reading only those rows from the ark when the
+        normaliser is row-wise (``normalise.rowwise``, e.g. global or speaker CMVN: bitwise the same values)
+        and the matrix is stored uncompressed; otherwise the whole matrix is read and sliced."""
+        i = self.index.position(utt)
+        if i is None:
+            raise KeyError(utt)
+        if self.normalise is not None and not getattr(self.normalise, "rowwise", False):
+            return self.read(i)[start:start + length]
+        index = self.index
+        start, stop = max(0, start), min(start + length, int(index.lengths[i]))
+        got = self._reader.read_rows(i, start, max(0, stop - start))
+        if got is None:
+            return self.read(i)[start:stop]
+        rows_mat, rows = got
+        where = f"{index.scp}:{index.lines[i]}"
+        if rows != index.lengths[i]:
+            raise KaldiDataError(f"{where}: '{utt}' has features of shape ({rows}, {rows_mat.shape[1]}) but "
+                                 f"utt2num_frames says {index.lengths[i]} frames")
+        mat = np.array(rows_mat, dtype=np.float32)
         if not np.isfinite(mat).all():
             raise KaldiDataError(f"{where}: features of '{utt}' contain NaN or inf")
         return self.normalise(utt, mat) if self.normalise is not None else mat

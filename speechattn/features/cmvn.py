@@ -275,6 +275,12 @@ class CmvnApplier:
             raise CmvnError(f"{where}: no CMVN stats for '{key}' in {self.stats_path}")
         return _affine(feats, *self._transforms[key], where)
 
+    @property
+    def rowwise(self) -> bool:
+        """Every frame is normalised on its own (global, speaker, none; not utterance): normalising a crop then
+        equals cropping the normalised utterance, so on-demand readers may read only the crop's rows."""
+        return self.mode != "utterance"
+
     def __repr__(self) -> str:
         return (f"CmvnApplier(mode={self.mode!r}, stats_path={self.stats_path}, norm_means={self.norm_means}, "
                 f"norm_vars={self.norm_vars})")
