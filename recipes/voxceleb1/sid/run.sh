@@ -18,6 +18,9 @@
 #   6 results   RESULTS.md
 #
 # Usage: ./run.sh --corpus-dir /data/voxceleb1 [options]      e.g. ./run.sh --corpus-dir DIR --tasks verif
+# The real corpus (~40 GB of fbank) does not fit in memory: add
+#   --train-args "data.on_demand=true trainer.num_workers=2"
+# to read the features from their arks as training uses them (same results; not with augment=speaker).
 set -euo pipefail
 
 tasks="ident verif"     # experiments to train/infer/score: ident and/or verif
