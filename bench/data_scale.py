@@ -15,9 +15,15 @@ disk. The page cache usually still holds the freshly written arks, so frames/s i
 ``--in-memory`` also measures the in-memory dataset (``speechattn.data.dataset.load_features``) at the
 smallest size, for comparison.
 
+``--task sid`` measures the speaker task's training pass instead: ``SpeakerCropDataset`` over
+``OnDemandFeatures`` + ``SpeakerBatchSampler``, one random crop of ``--crop`` frames per utterance (only the
+crop's rows are read from the ark); ``--whole-reads`` makes it read each whole matrix and slice it (what a
+per-utterance CMVN needs), to see what the row reads save. VoxCeleb1's utterances are ~800 frames long.
+
     python bench/data_scale.py                                     # 10k and 100k, ~3.5 GB in a temp dir
     python bench/data_scale.py --work-dir /data/bench --keep       # keep (and reuse) the generated sets
     python bench/data_scale.py --sizes 2000 20000 --mean-frames 50 # quick check
+    python bench/data_scale.py --task sid --sizes 1000 10000 --mean-frames 800 --max-frames-per-batch 4800
 """
 from __future__ import annotations
 
@@ -88,11 +94,34 @@ def generate(data_dir: Path, num_utts: int, dim: int, mean_frames: float, jobs: 
     return info
 
 
-def measure(data_dir: Path, num_workers: int, max_frames: int, in_memory: bool) -> dict:
+class _WholeMatrixNormaliser:
+    """An identity normaliser that is not row-wise: on-demand crops then read whole matrices (--whole-reads)."""
+    rowwise = False
+
+    def __call__(self, utt: str, feats: np.ndarray) -> np.ndarray:
+        return feats
+
+
+def _sid_dataset(data_dir: Path, in_memory: bool, crop: tuple[int, int], whole_reads: bool):
+    from speechattn.data.crops import SpeakerCropDataset
+    from speechattn.data.dataset import load_features
+    from speechattn.data.ondemand import ArkIndex, OnDemandFeatures
+
+    if in_memory:
+        feats = load_features(data_dir)
+    else:
+        feats = OnDemandFeatures(ArkIndex.from_data_dir(data_dir), _WholeMatrixNormaliser() if whole_reads else None)
+    targets = {u: int(u[3:8]) for u in feats}  # spkNNNNN-uttNNNNNNN
+    return SpeakerCropDataset(feats, targets, crop=crop, seed=0)
+
+
+def measure(data_dir: Path, num_workers: int, max_frames: int, in_memory: bool, task: str = "phone",
+            crop: tuple[int, int] = (200, 300), whole_reads: bool = False) -> dict:
     """One epoch's data pass (runs in its own process, so ru_maxrss is this pass's alone)."""
     import torch
     from torch.utils.data import DataLoader
 
+    from speechattn.data.crops import SpeakerBatchSampler
     from speechattn.data.dataset import FrameLabelDataset, collate, load_features
     from speechattn.data.kaldi_dir import read_table_lists
     from speechattn.data.ondemand import LABEL_ARK_NAME, ArkIndex, OnDemandFeatureDataset
@@ -100,7 +129,9 @@ def measure(data_dir: Path, num_workers: int, max_frames: int, in_memory: bool) 
 
     torch.set_num_threads(1)
     started = time.time()
-    if in_memory:
+    if task == "sid":
+        dataset = _sid_dataset(data_dir, in_memory, crop, whole_reads)
+    elif in_memory:
         index = {p: i for i, p in enumerate(PHONES)}
         labels = {u: [index[p] for p in ps] for u, ps in read_table_lists(data_dir / "frame_labels").items()}
         dataset = FrameLabelDataset(load_features(data_dir), labels)
@@ -108,7 +139,11 @@ def measure(data_dir: Path, num_workers: int, max_frames: int, in_memory: bool) 
         dataset = OnDemandFeatureDataset(ArkIndex.from_data_dir(data_dir),
                                          frame_labels=ArkIndex.from_scp(data_dir / f"{LABEL_ARK_NAME}.scp"))
     build_seconds = time.time() - started
-    sampler = LengthBucketBatchSampler(dataset.lengths(), max_frames, seed=0)
+    if task == "sid":
+        sampler = SpeakerBatchSampler(dataset, max_frames, seed=0)
+        sampler.set_epoch(0)
+    else:
+        sampler = LengthBucketBatchSampler(dataset.lengths(), max_frames, seed=0)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(0))
     frames = batches = 0
@@ -127,7 +162,9 @@ def measure(data_dir: Path, num_workers: int, max_frames: int, in_memory: bool) 
 
 def run_measure(data_dir: Path, args: argparse.Namespace, in_memory: bool = False) -> dict:
     command = [sys.executable, __file__, "--measure", str(data_dir), "--num-workers", str(args.num_workers),
-               "--max-frames-per-batch", str(args.max_frames_per_batch)] + (["--in-memory"] if in_memory else [])
+               "--max-frames-per-batch", str(args.max_frames_per_batch), "--task", args.task,
+               "--crop", *map(str, args.crop)] + (["--in-memory"] if in_memory else []) + (
+                   ["--whole-reads"] if args.whole_reads else [])
     output = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -145,10 +182,16 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="where the sets go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated sets (reused by the next run)")
     parser.add_argument("--in-memory", action="store_true", help="also measure the in-memory dataset at the smallest size")
+    parser.add_argument("--task", choices=("phone", "sid"), default="phone",
+                        help="phone: whole utterances with frame labels; sid: one random crop per utterance")
+    parser.add_argument("--crop", type=int, nargs=2, default=[200, 300], metavar=("MIN", "MAX"),
+                        help="sid crop length range (frames)")
+    parser.add_argument("--whole-reads", action="store_true", help="sid: read whole matrices, not the crop rows")
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # internal: one pass
     args = parser.parse_args()
     if args.measure is not None:
-        print(json.dumps(measure(args.measure, args.num_workers, args.max_frames_per_batch, args.in_memory)))
+        print(json.dumps(measure(args.measure, args.num_workers, args.max_frames_per_batch, args.in_memory,
+                                 args.task, tuple(args.crop), args.whole_reads)))
         return 0
 
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="speechattn_data_scale_"))
@@ -172,7 +215,9 @@ def main() -> int:
         if not args.keep and args.work_dir is None:
             shutil.rmtree(work_dir, ignore_errors=True)
 
-    print(f"\nOne epoch's data pass, {args.num_workers} DataLoader workers, {args.dim}-dim features, "
+    what = (f"sid crops of {args.crop[0]}-{args.crop[1]} frames ({'whole-matrix' if args.whole_reads else 'row'} "
+            f"reads)" if args.task == "sid" else "phone utterances with frame labels")
+    print(f"\nOne epoch's data pass ({what}), {args.num_workers} DataLoader workers, {args.dim}-dim features, "
           f"mean {args.mean_frames:.0f} frames, batches of <= {args.max_frames_per_batch} padded frames:\n")
     print("| utterances | dataset | frames | index build (s) | pass (s) | frames/s | peak RSS main (MB) | "
           "peak RSS largest worker (MB) |")
