@@ -110,6 +110,22 @@ def test_feature_union_of_two_dirs(tmp_path: Path) -> None:
                                                                             load_features(a, _shift)[list(left)[0]])
 
 
+@pytest.mark.parametrize("max_utts", [None, 7])
+def test_sid_split_on_demand_has_the_in_memory_utterances_and_targets(tmp_path: Path, max_utts: int | None) -> None:
+    from omegaconf import OmegaConf
+
+    from speechattn.tasks.sid import _load_split
+
+    data = make_data_dir(tmp_path, num_utts=12)
+    (data / "utt2spk").write_text("".join(f"{u} {u.split('-')[0]}\n" for u in load_features(data)))
+    speakers = ["spk3", "spk1", "spk0", "spk2"]
+    cfgs = [OmegaConf.create({"data": {"on_demand": flag, "max_utts": max_utts}}) for flag in (False, True)]
+    (memory, memory_targets), (streamed, streamed_targets) = (_load_split(data, c, speakers, _shift) for c in cfgs)
+    assert isinstance(streamed, OnDemandFeatures) and list(streamed) == list(memory)
+    assert len(memory) == (max_utts or 12) and streamed_targets == memory_targets
+    assert all(np.array_equal(streamed[u], m) for u, m in memory.items())
+
+
 # ------------------------------------------------------------------------------ crops and workers
 
 def _crop_sets(data: Path) -> tuple[SpeakerCropDataset, SpeakerCropDataset]:

@@ -64,7 +64,7 @@ class SpeakerCropDataset(Dataset):
         seed: crop seed.
 
     ``epoch`` (set by the batch sampler through :class:`SpeakerBatchSampler`) selects the crops.
-    ``__getitem__(i) -> Example(utt, feats (T', F), speaker index)``.
+    ``num_frames`` ``(N,)``: frames of each utterance. ``__getitem__(i) -> Example(utt, feats (T', F), speaker index)``.
 
     Example:
         >>> ds = SpeakerCropDataset({"u1": np.zeros((500, 4), np.float32)}, {"u1": 3}, crop=(200, 300))
