@@ -210,24 +210,38 @@ def test_crop_embeddings(verif_exp: Path) -> None:
         embedder.predict_waveform(wave, embedding="middle")
 
 
-def test_scoring_reports_raw_and_asnorm_and_refuses_another_models_cohort(verif_exp: Path, corpus6: Path,
-                                                                           tmp_path: Path, monkeypatch) -> None:
+def test_scoring_reports_raw_asnorm_and_plda_and_refuses_another_models_cohort(verif_exp: Path, corpus6: Path,
+                                                                                tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     hyp = tmp_path / "decode"
     infer_dir(verif_exp, corpus6 / "test", hyp)
     cfg = OmegaConf.create({"exp_dir": str(verif_exp), "ref_dir": str(corpus6 / "test"), "hyp_dir": str(hyp),
                             "output_dir": str(tmp_path / "scores"), "asnorm": True, "asnorm_top_n": 3,
-                            "embedding_plot_method": "pca"})
+                            "plda": True, "plda_lda_dim": 100, "embedding_plot_method": "pca"})
+    import speechattn.tasks.sid_cohort as sid_cohort
+    calls = []
+    embed = sid_cohort.embed_training_set
+    monkeypatch.setattr(sid_cohort, "embed_training_set", lambda *a: calls.append(a) or embed(*a))
     scores = score_sid(cfg)
+    assert len(calls) == 1  # the training speakers are embedded once for the cohort and the PLDA back-end
     verif = scores["verification"]
     assert verif["asnorm"]["cohort_speakers"] == len(SIX) and 0 <= verif["asnorm"]["eer"] <= 100
-    assert (verif_exp / "cohort" / "cohort.json").is_file()
+    assert verif["plda"]["lda_dim"] == len(SIX) - 1 and 0 <= verif["plda"]["eer"] <= 100  # capped: 6 speakers
+    assert (verif_exp / "cohort" / "cohort.json").is_file() and (verif_exp / "plda" / "plda.json").is_file()
     raw = np.loadtxt(tmp_path / "scores" / "trial_scores.txt", usecols=0)
     normed = np.loadtxt(tmp_path / "scores" / "trial_scores_asnorm.txt", usecols=0)
-    assert raw.shape == normed.shape and not np.allclose(raw, normed)
+    llr = np.loadtxt(tmp_path / "scores" / "trial_scores_plda.txt", usecols=0)
+    assert raw.shape == normed.shape == llr.shape and not np.allclose(raw, normed) and not np.allclose(raw, llr)
     from speechattn.bin.results_table import sid_row
     row = sid_row(verif_exp, scores)
     assert row["eer_asnorm"] == f"{verif['asnorm']['eer']:.2f}" and row["eer"] == f"{verif['eer']:.2f}"
+    assert row["eer_plda"] == f"{verif['plda']['eer']:.2f}"
+    again = score_sid(cfg)  # stored back-ends are reused, not retrained
+    assert len(calls) == 1 and again["verification"]["plda"] == verif["plda"]
+    score_sid(OmegaConf.merge(cfg, {"plda_lda_dim": 3}))  # another LDA dimension retrains it
+    assert len(calls) == 2 and json.loads((verif_exp / "plda" / "plda.json").read_text())["lda_dim"] == 3
+    with pytest.raises(KaldiDataError, match="plda.json.*retrain it with this model"):
+        score_sid(OmegaConf.merge(cfg, {"plda_dir": str(_foreign_plda(tmp_path / "other_plda"))}))
 
     other = tmp_path / "other_cohort"  # a cohort from other weights
     rng = np.random.default_rng(0)
@@ -235,3 +249,12 @@ def test_scoring_reports_raw_and_asnorm_and_refuses_another_models_cohort(verif_
                                    {f"u{i}": f"s{i % 2}" for i in range(4)}, "0" * 64))
     with pytest.raises(KaldiDataError, match="cohort.json.*recompute"):
         score_sid(OmegaConf.merge(cfg, {"asnorm_cohort": str(other)}))
+
+
+def _foreign_plda(out: Path) -> Path:
+    """A PLDA back-end stored with the fingerprint of other weights."""
+    from speechattn.metrics.plda import fit_plda_backend, save_plda_backend
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 3)
+    save_plda_backend(out, fit_plda_backend(rng.standard_normal((12, 16)), labels, 2), "0" * 64)
+    return out

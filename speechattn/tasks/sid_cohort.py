@@ -1,10 +1,12 @@
-"""The AS-norm cohort of a speaker experiment: training-speaker embeddings made by its model
-(:mod:`speechattn.metrics.score_norm`), stored in ``<exp_dir>/cohort`` so that scoring any trial list
-(``speechattn-score asnorm=true``) uses the same cohort.
+"""What verification scoring learns from a speaker experiment's training speakers, made by its model and
+stored beside it so that scoring any trial list uses the same: the AS-norm cohort (``<exp_dir>/cohort``,
+:mod:`speechattn.metrics.score_norm`) and the LDA + PLDA back-end (``<exp_dir>/plda``,
+:mod:`speechattn.metrics.plda`).
 
-:func:`cohort_for` loads the cohort of a directory, refusing one made by other weights (an error naming
-``cohort.json``: remove it or point ``asnorm_cohort`` elsewhere), or makes the experiment's own from the
-training data dir's features (``feats.scp``, normalised with the experiment's CMVN, embedded whole).
+:func:`cohort_for` / :func:`plda_for` load those of a directory, refusing ones made by other weights (an
+error naming ``cohort.json`` / ``plda.json``: remove it or point ``asnorm_cohort`` / ``plda_dir``
+elsewhere), or make the experiment's own from the training data dir's features (``feats.scp``, normalised
+with the experiment's CMVN, embedded whole: :func:`embed_training_set`, computed once for both).
 """
 from __future__ import annotations
 
@@ -15,41 +17,86 @@ import numpy as np
 import torch
 
 from speechattn.data.dataset import load_features
+from typing import Callable
+
 from speechattn.data.kaldi_dir import KaldiDataError, read_table
+from speechattn.metrics.plda import PldaBackend, fit_plda_backend, load_plda_backend, save_plda_backend
 from speechattn.metrics.score_norm import Cohort, load_cohort, make_cohort, save_cohort
 from speechattn.tasks.sid_predictor import SpeakerEmbedder
 from speechattn.utils.fingerprint import state_dict_fingerprint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["COHORT_DIR", "cohort_for", "build_cohort"]
+__all__ = ["COHORT_DIR", "PLDA_DIR", "cohort_for", "plda_for", "build_cohort", "embed_training_set",
+           "TrainingEmbeddings"]
 
 COHORT_DIR = "cohort"
+PLDA_DIR = "plda"
+
+# (utterance -> embedding (D,), utterance -> speaker) of a training set
+TrainingEmbeddings = tuple[dict[str, np.ndarray], dict[str, str]]
 
 
-def build_cohort(embedder: SpeakerEmbedder, train_dir: Path, fingerprint: str) -> Cohort:
-    """One vector per training speaker of ``train_dir`` (mean of its L2-normalised utterance embeddings)."""
+def embed_training_set(embedder: SpeakerEmbedder, train_dir: Path) -> TrainingEmbeddings:
+    """Whole-utterance embeddings of ``train_dir`` (its ``feats.scp``, the experiment's CMVN) and their speakers."""
     if not (train_dir / "feats.scp").is_file():
-        raise KaldiDataError(f"{train_dir / 'feats.scp'}:0: missing: the AS-norm cohort is made from the training "
-                             f"features (run from the recipe's work dir, or give asnorm_cohort)")
+        raise KaldiDataError(f"{train_dir / 'feats.scp'}:0: missing: the AS-norm cohort and the PLDA back-end are "
+                             f"made from the training features (run from the recipe's work dir, or give "
+                             f"asnorm_cohort / plda_dir)")
     utt2spk = read_table(train_dir / "utt2spk")
     feats = load_features(train_dir, embedder.normalise)
     embeddings = {}
     with torch.no_grad():
         for utt, f in feats.items():
             embeddings[utt] = embedder.embed(torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32))).numpy()
-    return make_cohort(embeddings, {u: utt2spk[u] for u in embeddings}, fingerprint, source=str(train_dir))
+    return embeddings, {u: utt2spk[u] for u in embeddings}
 
 
-def cohort_for(embedder: SpeakerEmbedder, exp_dir: Path, cohort_dir: Path | None = None) -> Cohort:
+def _training_set_of(embedder: SpeakerEmbedder) -> Path:
+    return Path(embedder.config["data"]["train_dir"])
+
+
+def build_cohort(embedder: SpeakerEmbedder, train_dir: Path, fingerprint: str,
+                 embedded: TrainingEmbeddings | None = None) -> Cohort:
+    """One vector per training speaker of ``train_dir`` (mean of its L2-normalised utterance embeddings)."""
+    embeddings, utt2spk = embedded or embed_training_set(embedder, train_dir)
+    return make_cohort(embeddings, utt2spk, fingerprint, source=str(train_dir))
+
+
+def cohort_for(embedder: SpeakerEmbedder, exp_dir: Path, cohort_dir: Path | None = None,
+               training: Callable[[], TrainingEmbeddings] | None = None) -> Cohort:
     """The cohort in ``cohort_dir`` (default ``exp_dir/cohort``, made when absent), checked against the
-    embedder's weights."""
+    embedder's weights; ``training`` supplies the training embeddings when they are already computed."""
     fingerprint = state_dict_fingerprint(embedder.model.state_dict())
     if cohort_dir is not None:
         return load_cohort(cohort_dir, fingerprint)
     own = exp_dir / COHORT_DIR
     if not (own / "cohort.json").is_file():
-        train_dir = Path(embedder.config["data"]["train_dir"])
+        train_dir = _training_set_of(embedder)
         log.info("AS-norm cohort: embedding the training speakers of %s -> %s", train_dir, own)
-        save_cohort(own, build_cohort(embedder, train_dir, fingerprint))
+        save_cohort(own, build_cohort(embedder, train_dir, fingerprint, training() if training else None))
     return load_cohort(own, fingerprint)
+
+
+def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = None, lda_dim: int = 100,
+             training: Callable[[], TrainingEmbeddings] | None = None) -> PldaBackend:
+    """The LDA + PLDA back-end in ``plda_dir`` (default ``exp_dir/plda``, trained on the experiment's training
+    speakers when absent or made with another ``lda_dim``), checked against the embedder's weights."""
+    fingerprint = state_dict_fingerprint(embedder.model.state_dict())
+    if plda_dir is not None:
+        return load_plda_backend(plda_dir, fingerprint)
+    own = exp_dir / PLDA_DIR
+    if (own / "plda.json").is_file():
+        backend = load_plda_backend(own, fingerprint)
+        if backend.lda_dim_asked == lda_dim:
+            return backend
+        log.info("PLDA back-end in %s was trained with lda_dim=%d, %d asked: retraining it", own,
+                 backend.lda_dim_asked, lda_dim)
+    train_dir = _training_set_of(embedder)
+    log.info("PLDA back-end: embedding the training speakers of %s -> %s", train_dir, own)
+    embeddings, utt2spk = training() if training else embed_training_set(embedder, train_dir)
+    utts = sorted(embeddings)
+    backend = fit_plda_backend(np.stack([embeddings[u] for u in utts]), [utt2spk[u] for u in utts], lda_dim)
+    save_plda_backend(own, backend, fingerprint, source=str(train_dir), num_utterances=len(utts),
+                      num_speakers=len(set(utt2spk.values())))
+    return load_plda_backend(own, fingerprint)

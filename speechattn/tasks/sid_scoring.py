@@ -99,9 +99,10 @@ def score_identification(embedder, embeddings: dict[str, np.ndarray], utt2spk: d
 
 def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_target: float,
                        out: Path, title: str, cohort: Any = None, top_n: int = 100,
-                       subtract_mean: bool = False) -> dict[str, Any]:
+                       subtract_mean: bool = False, plda: Any = None) -> dict[str, Any]:
     """EER, minDCF and the DET curve of the cosine-scored trials; with a ``cohort``
-    (:class:`~speechattn.metrics.score_norm.Cohort`) also of their AS-normalised scores (``asnorm``)."""
+    (:class:`~speechattn.metrics.score_norm.Cohort`) also of their AS-normalised scores (``asnorm``), with a
+    ``plda`` back-end (:class:`~speechattn.metrics.plda.PldaBackend`) also of its LLR scores (``plda``)."""
     from speechattn.data.trials import read_trials
     from speechattn.metrics.verification import compute_eer, compute_min_dcf, det_curve, score_trials
     from speechattn.plots.det import plot_det
@@ -137,6 +138,14 @@ def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_t
                             "cohort_source": cohort.source}
         atomic_write_text(out / "trial_scores_asnorm.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
                                                                    for s, t in zip(normed, trials)))
+    if plda is not None:
+        llr = plda.score(np.stack([embeddings[t[1]] for t in trials]), np.stack([embeddings[t[2]] for t in trials]))
+        p_eer, _ = compute_eer(llr[labels], llr[~labels])
+        p_dcf, _ = compute_min_dcf(llr[labels], llr[~labels], p_target=p_target)
+        result["plda"] = {"eer": round(100 * p_eer, 3), "min_dcf": round(p_dcf, 4),
+                          "lda_dim": int(plda.lda.shape[1])}
+        atomic_write_text(out / "trial_scores_plda.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
+                                                                 for s, t in zip(llr, trials)))
     return result
 
 
@@ -211,13 +220,26 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
     if trials_path.is_file():
         if not unseen:
             log.warning("%s: verification trials on speakers the model was trained on (not an open-set test)", name)
-        cohort = None
+        from speechattn.tasks.sid_cohort import cohort_for, embed_training_set, plda_for
+
+        cache: dict[str, Any] = {}
+
+        def training() -> Any:  # the training speakers' embeddings, computed once for the cohort and PLDA
+            if "embedded" not in cache:
+                cache["embedded"] = embed_training_set(embedder, Path(embedder.config["data"]["train_dir"]))
+            return cache["embedded"]
+
+        cohort = plda = None
         if cfg.get("asnorm", False):
-            from speechattn.tasks.sid_cohort import cohort_for
             given = cfg.get("asnorm_cohort")
-            cohort = cohort_for(embedder, exp_dir, Path(given) if given else None)
+            cohort = cohort_for(embedder, exp_dir, Path(given) if given else None, training=training)
+        if cfg.get("plda", False):
+            given = cfg.get("plda_dir")
+            plda = plda_for(embedder, exp_dir, Path(given) if given else None, int(cfg.get("plda_lda_dim", 100)),
+                            training=training)
         verif = score_verification(trials_path, embeddings, float(cfg.get("p_target", 0.01)), out, name, cohort,
-                                   int(cfg.get("asnorm_top_n", 100)), bool(cfg.get("asnorm_subtract_mean", False)))
+                                   int(cfg.get("asnorm_top_n", 100)), bool(cfg.get("asnorm_subtract_mean", False)),
+                                   plda)
         scores["verification"] = verif
         log.info("%s: verification EER %.2f%%, minDCF(p_target=%g) %.4f over %d trials", name, verif["eer"],
                  verif["p_target"], verif["min_dcf"], verif["num_trials"])
@@ -225,6 +247,9 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
             log.info("%s: AS-norm (top %d of %d cohort speakers): EER %.2f%%, minDCF %.4f", name,
                      verif["asnorm"]["top_n"], verif["asnorm"]["cohort_speakers"], verif["asnorm"]["eer"],
                      verif["asnorm"]["min_dcf"])
+        if "plda" in verif:
+            log.info("%s: LDA(%d) + PLDA: EER %.2f%%, minDCF %.4f", name, verif["plda"]["lda_dim"],
+                     verif["plda"]["eer"], verif["plda"]["min_dcf"])
     elif cfg.get("trials"):
         raise FileNotFoundError(f"{trials_path}: trials file not found")
     if "identification" not in scores and "verification" not in scores:

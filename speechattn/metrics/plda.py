@@ -1,0 +1,177 @@
+"""LDA + PLDA back-end for speaker verification (Kaldi's x-vector back-end, on our embeddings).
+
+Kaldi's x-vector recipes (``egs/voxceleb/v2``) do not score x-vectors by cosine: they centre the vectors
+on the training mean, project them with LDA, length-normalise and score with a PLDA model trained on the
+training speakers' utterances. This module does the same with numpy/scipy:
+
+1. centring and length normalisation: ``x <- l2(l2(x) - m)``, ``m`` the mean of the L2-normalised
+   training vectors;
+2. LDA ``(D, k)`` from the generalised eigenproblem ``S_b v = lambda S_w v`` of the between / within
+   speaker scatter (``k`` at most speakers - 1), then length normalisation again;
+3. a two-covariance PLDA model (Brümmer & de Villiers 2010; Ioffe 2006 in Kaldi's form): a vector is
+   ``x = mu + y + e``, speaker part ``y ~ N(0, B)``, within-speaker part ``e ~ N(0, W)``, ``B`` and ``W`` the
+   between / within covariances estimated from the training speakers. The score of a trial is the exact
+   log-likelihood ratio of "same speaker" against "different speakers" for one enrolment vector::
+
+       LLR(a, b) = log N([a; b]; [mu; mu], [[T, B], [B, T]]) - log N(a; mu, T) - log N(b; mu, T),   T = B + W
+
+No well-kept Python PLDA package exists (the ``plda`` package on PyPI has been unmaintained since 2020;
+SpeechBrain's ``PLDA_LDA`` would bring the whole toolkit), so the ~40 lines below are tested against the
+direct evaluation of the Gaussian densities (``tests/test_plda.py``).
+
+The back-end is stored beside the model (``<exp>/plda/plda.npz`` + ``plda.json`` with the fingerprint of
+the weights that made the embeddings), as the AS-norm cohort is; one made by other weights is refused.
+``np.load`` reads it with ``allow_pickle=False``.
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> centres = rng.standard_normal((20, 8)) * 3
+    >>> labels = np.repeat(np.arange(20), 6)
+    >>> x = centres[labels] + rng.standard_normal((120, 8))
+    >>> backend = fit_plda_backend(x, labels, lda_dim=6)
+    >>> backend.lda.shape
+    (8, 6)
+    >>> same = backend.score(x[:1], x[1:2])[0]; different = backend.score(x[:1], x[6:7])[0]
+    >>> bool(same > different)
+    True
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.linalg
+
+from speechattn.data.kaldi_dir import KaldiDataError
+from speechattn.utils.atomic import atomic_open, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PldaBackend", "fit_plda_backend", "save_plda_backend", "load_plda_backend"]
+
+PLDA_FORMAT = 1
+_RIDGE = 1e-6  # added to the within-speaker scatter: keeps the eigenproblem defined when it is near singular
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _scatter(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Overall mean ``(D,)``, within-speaker ``(D, D)`` and between-speaker ``(D, D)`` covariances
+    (within: pooled over utterances, unbiased; between: of the speaker means, one per speaker)."""
+    mean = x.mean(0)
+    classes = np.unique(labels)
+    within = np.zeros((x.shape[1], x.shape[1]))
+    between = np.zeros_like(within)
+    for c in classes:
+        xc = x[labels == c]
+        mc = xc.mean(0)
+        within += (xc - mc).T @ (xc - mc)
+        between += np.outer(mc - mean, mc - mean)
+    return mean, within / max(len(x) - len(classes), 1), between / len(classes)
+
+
+@dataclass
+class PldaBackend:
+    """Centring mean ``(D,)``, LDA ``(D, k)``, PLDA mean ``(k,)`` and between / within covariances ``(k, k)``."""
+
+    mean: np.ndarray
+    lda: np.ndarray
+    plda_mean: np.ndarray
+    between: np.ndarray
+    within: np.ndarray
+    lda_dim_asked: int = 0  # the lda_dim it was trained with (before capping): a different one retrains it
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """``(N, D)`` embeddings -> ``(N, k)``: centred, projected, length-normalised."""
+        return _l2(_l2(_l2(np.asarray(x, dtype=np.float64)) - self.mean) @ self.lda)
+
+    def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """LLR (same vs different speaker) of the pairs ``(a[i], b[i])``, ``a``, ``b``: ``(N, D)`` -> ``(N,)``."""
+        a, b = self.transform(a) - self.plda_mean, self.transform(b) - self.plda_mean
+        k = a.shape[1]
+        total = self.between + self.within
+        joint = np.block([[total, self.between], [self.between, total]])
+        joint_inv = np.linalg.inv(joint)
+        total_inv = np.linalg.inv(total)
+        q = total_inv - joint_inv[:k, :k]   # quadratic term of each side
+        p = joint_inv[:k, k:]               # cross term
+        constant = 0.5 * (2 * np.linalg.slogdet(total)[1] - np.linalg.slogdet(joint)[1])
+        return (constant + 0.5 * np.einsum("ij,jk,ik->i", a, q, a) + 0.5 * np.einsum("ij,jk,ik->i", b, q, b)
+                - np.einsum("ij,jk,ik->i", a, p, b))
+
+
+def fit_plda_backend(x: np.ndarray, labels: Sequence, lda_dim: int = 100) -> PldaBackend:
+    """Train the back-end on training-speaker utterance embeddings ``x`` ``(N, D)`` with speaker ``labels``
+    ``(N,)``; ``lda_dim`` is capped at ``min(D, speakers - 1)`` (LDA has no more useful directions)."""
+    x = np.asarray(x, dtype=np.float64)
+    labels = np.asarray(labels)
+    speakers = len(np.unique(labels))
+    if x.ndim != 2 or len(x) != len(labels):
+        raise ValueError(f"embeddings {x.shape} and labels {labels.shape} do not match")
+    if speakers < 3 or len(x) <= speakers:
+        raise ValueError(f"PLDA needs at least 3 speakers and more utterances than speakers "
+                         f"({speakers} speakers, {len(x)} utterances)")
+    k = min(int(lda_dim), x.shape[1], speakers - 1)
+    if k < int(lda_dim):
+        log.info("PLDA: LDA dimension %d capped at %d (%d-dim embeddings, %d speakers)", lda_dim, k, x.shape[1],
+                 speakers)
+    mean = _l2(x).mean(0)
+    centred = _l2(_l2(x) - mean)
+    _, within, between = _scatter(centred, labels)
+    values, vectors = scipy.linalg.eigh(between, within + _RIDGE * np.eye(len(within)))
+    lda = vectors[:, np.argsort(values)[::-1][:k]]
+    projected = _l2(centred @ lda)
+    plda_mean, plda_within, plda_between = _scatter(projected, labels)
+    return PldaBackend(mean, lda, plda_mean, plda_between, plda_within + _RIDGE * np.eye(k), int(lda_dim))
+
+
+def save_plda_backend(out_dir: str | os.PathLike, backend: PldaBackend, model_fingerprint: str,
+                      source: str = "", num_utterances: int = 0, num_speakers: int = 0) -> Path:
+    """Write ``out_dir/plda.npz`` then ``out_dir/plda.json`` (fingerprint, sizes, provenance), atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out_dir / "plda.npz", "wb") as f:
+        np.savez(f, mean=backend.mean, lda=backend.lda, plda_mean=backend.plda_mean, between=backend.between,
+                 within=backend.within)
+    meta = {"format": PLDA_FORMAT, "model_fingerprint": model_fingerprint, "embed_dim": int(backend.lda.shape[0]),
+            "lda_dim": int(backend.lda.shape[1]), "lda_dim_asked": backend.lda_dim_asked, "num_speakers": num_speakers, "num_utterances": num_utterances,
+            "source": source}
+    path = out_dir / "plda.json"
+    atomic_write_text(path, json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def load_plda_backend(plda_dir: str | os.PathLike, model_fingerprint: str | None = None) -> PldaBackend:
+    """Read a back-end written by :func:`save_plda_backend`; errors name the file when it is missing,
+    damaged, or made from another model's embeddings (``model_fingerprint`` given and different)."""
+    plda_dir = Path(plda_dir)
+    path, arrays = plda_dir / "plda.json", plda_dir / "plda.npz"
+    if not path.is_file() or not arrays.is_file():
+        raise KaldiDataError(f"{path}:0: no PLDA back-end here (plda.json and plda.npz are written by scoring)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        fingerprint = meta["model_fingerprint"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise KaldiDataError(f"{path}:0: not a PLDA description ({e})") from None
+    if meta.get("format") != PLDA_FORMAT:
+        raise KaldiDataError(f"{path}:0: PLDA format {meta.get('format')!r}, expected {PLDA_FORMAT}")
+    if model_fingerprint is not None and fingerprint != model_fingerprint:
+        raise KaldiDataError(f"{path}:0: PLDA trained on embeddings of model weights {fingerprint[:12]}..., but "
+                             f"the model scoring now is {model_fingerprint[:12]}...: retrain it with this model")
+    try:
+        with np.load(arrays, allow_pickle=False) as z:
+            backend = PldaBackend(z["mean"], z["lda"], z["plda_mean"], z["between"], z["within"],
+                                  int(meta.get("lda_dim_asked", 0)))
+    except (OSError, ValueError, KeyError) as e:
+        raise KaldiDataError(f"{arrays}:0: unreadable PLDA arrays ({e})") from None
+    k = backend.lda.shape[1]
+    if backend.lda.shape[0] != meta.get("embed_dim") or backend.between.shape != (k, k) or backend.within.shape != (k, k):
+        raise KaldiDataError(f"{arrays}:0: array shapes do not match {path.name} (lda {backend.lda.shape})")
+    return backend

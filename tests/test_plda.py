@@ -1,0 +1,116 @@
+"""LDA + PLDA verification back-end (speechattn.metrics.plda): exact LLR, LDA, storage and refusal."""
+from __future__ import annotations
+
+import doctest
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from speechattn.data.kaldi_dir import KaldiDataError
+from speechattn.metrics import plda as plda_module
+from speechattn.metrics.plda import PldaBackend, fit_plda_backend, load_plda_backend, save_plda_backend
+
+
+def _speakers(num_speakers: int = 30, per_speaker: int = 8, dim: int = 12, seed: int = 0
+              ) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((num_speakers, dim)) * 2
+    labels = np.repeat(np.arange(num_speakers), per_speaker)
+    return centres[labels] + rng.standard_normal((len(labels), dim)), labels
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(plda_module).failed == 0
+
+
+def test_score_is_the_exact_gaussian_log_likelihood_ratio() -> None:
+    x, labels = _speakers()
+    backend = fit_plda_backend(x, labels, lda_dim=6)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((5, 12)), rng.standard_normal((5, 12))
+    llr = backend.score(a, b)
+    ta, tb = backend.transform(a) - backend.plda_mean, backend.transform(b) - backend.plda_mean
+    total = backend.between + backend.within
+    joint = np.block([[total, backend.between], [backend.between, total]])
+    for i in range(5):  # direct evaluation of the densities the module's closed form stands for
+        same = multivariate_normal(np.zeros(12), joint).logpdf(np.concatenate([ta[i], tb[i]]))
+        different = (multivariate_normal(np.zeros(6), total).logpdf(ta[i])
+                     + multivariate_normal(np.zeros(6), total).logpdf(tb[i]))
+        assert llr[i] == pytest.approx(same - different, rel=1e-8, abs=1e-8)
+    np.testing.assert_allclose(backend.score(b, a), llr, rtol=1e-10)  # symmetric
+
+
+def test_same_speaker_pairs_outscore_different_speaker_pairs() -> None:
+    x, labels = _speakers(seed=2)
+    backend = fit_plda_backend(x[labels < 20], labels[labels < 20], lda_dim=8)
+    held = labels >= 20  # speakers the back-end never saw, as in verification
+    xh, lh = x[held], labels[held]
+    i, j = np.triu_indices(len(xh), 1)
+    scores = backend.score(xh[i], xh[j])
+    same = lh[i] == lh[j]
+    assert scores[same].mean() > scores[~same].mean() + 3
+
+
+def test_lda_keeps_the_speaker_directions() -> None:
+    # speakers differ only in the first two of 10 dimensions; LDA must find that plane
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(40), 6)
+    centres = np.zeros((40, 10))
+    centres[:, :2] = rng.standard_normal((40, 2)) * 4
+    x = centres[labels] + 0.3 * rng.standard_normal((len(labels), 10)) + 5  # offset: centring matters
+    backend = fit_plda_backend(x, labels, lda_dim=2)
+    weights = np.abs(backend.lda)
+    assert np.all(weights[:2].max(0) > 3 * weights[2:].max(0))  # both directions lie in the speaker plane
+
+
+def test_lda_dimension_is_capped_and_bad_training_sets_are_refused(caplog: pytest.LogCaptureFixture) -> None:
+    x, labels = _speakers(num_speakers=5, dim=12)
+    with caplog.at_level(logging.INFO):
+        backend = fit_plda_backend(x, labels, lda_dim=100)
+    assert backend.lda.shape == (12, 4) and backend.lda_dim_asked == 100 and "capped at 4" in caplog.text
+    with pytest.raises(ValueError, match="at least 3 speakers"):
+        fit_plda_backend(x[labels < 2], labels[labels < 2])
+    with pytest.raises(ValueError, match="more utterances than speakers"):
+        fit_plda_backend(x[::8], labels[::8])
+    with pytest.raises(ValueError, match="do not match"):
+        fit_plda_backend(x, labels[:-1])
+
+
+def test_round_trip_and_refusals(tmp_path: Path) -> None:
+    x, labels = _speakers()
+    backend = fit_plda_backend(x, labels, lda_dim=6)
+    save_plda_backend(tmp_path / "plda", backend, "a" * 64, source="data/train", num_utterances=len(x),
+                      num_speakers=30)
+    loaded = load_plda_backend(tmp_path / "plda", "a" * 64)
+    np.testing.assert_array_equal(loaded.score(x[:4], x[4:8]), backend.score(x[:4], x[4:8]))
+    assert loaded.lda_dim_asked == 6
+    meta = json.loads((tmp_path / "plda" / "plda.json").read_text())
+    assert meta["lda_dim"] == 6 and meta["num_speakers"] == 30 and meta["source"] == "data/train"
+    with pytest.raises(KaldiDataError, match=r"plda.json:0: .*retrain it with this model"):
+        load_plda_backend(tmp_path / "plda", "b" * 64)
+    with pytest.raises(KaldiDataError, match=r"nowhere/plda.json:0: no PLDA back-end"):
+        load_plda_backend(tmp_path / "nowhere")
+    (tmp_path / "plda" / "plda.npz").write_bytes(b"not an npz")
+    with pytest.raises(KaldiDataError, match=r"plda.npz:0: unreadable"):
+        load_plda_backend(tmp_path / "plda")
+    (tmp_path / "plda" / "plda.json").write_text("{")
+    with pytest.raises(KaldiDataError, match=r"plda.json:0: not a PLDA description"):
+        load_plda_backend(tmp_path / "plda")
+
+
+def test_arrays_are_read_without_pickle(tmp_path: Path) -> None:
+    x, labels = _speakers()
+    save_plda_backend(tmp_path, fit_plda_backend(x, labels, 4), "c" * 64)
+    np.savez(tmp_path / "plda.npz", mean=np.array([object()], dtype=object), lda=np.zeros((12, 4)),
+             plda_mean=np.zeros(4), between=np.eye(4), within=np.eye(4))
+    with pytest.raises(KaldiDataError, match="unreadable"):
+        load_plda_backend(tmp_path)
+
+
+def test_backend_dataclass_shapes() -> None:
+    backend = PldaBackend(np.zeros(3), np.eye(3)[:, :2], np.zeros(2), np.eye(2), np.eye(2))
+    assert backend.transform(np.ones((4, 3))).shape == (4, 2) and backend.score(np.ones((4, 3)), np.ones((4, 3))).shape == (4,)
