@@ -26,6 +26,12 @@ log = logging.getLogger("speechattn.score")
 @hydra.main(config_path=str(CONF_DIR), config_name="score", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with input_errors_as_one_line():
+        import torch
+
+        # Scoring embeds the training speakers for the AS-norm cohort and the PLDA back-end: with torch's
+        # default of one thread per core that took 438 s for 1,125 utterances on this shared 2-core machine,
+        # 8.7 s with one thread (docs/sid.md).
+        torch.set_num_threads(int(cfg.get("threads", 1)))
         from speechattn.inference.driver import task_of
         from speechattn.tasks import get_task
 
