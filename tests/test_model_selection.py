@@ -15,7 +15,7 @@ import speechattn.data.dev_trials
 import speechattn.training.average
 import speechattn.training.selection
 import speechattn.training.speaker_validation
-from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers
+from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers, limit_utterances
 from speechattn.metrics.verification import compute_eer
 from speechattn.training.average import average_best, average_checkpoints, average_state_dicts
 from speechattn.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -225,3 +225,18 @@ def test_held_back_speakers_do_not_depend_on_order_and_trials_cover_all_pairs() 
         hold_out_speakers(spk2utt, 125)
     with pytest.raises(ValueError, match="need more than 2 speakers"):
         held_out_speaker_count(2)
+
+
+def test_dev_utterances_per_speaker_are_bounded_seeded_and_order_independent() -> None:
+    spk2utt = {f"spk{i:03d}": [f"spk{i:03d}-{j:03d}" for j in range(123)] for i in range(12)}
+    limited = limit_utterances(spk2utt, 10, seed=1)
+    assert all(len(u) == 10 and set(u) <= set(spk2utt[s]) for s, u in limited.items())
+    reversed_input = {s: list(reversed(u)) for s, u in reversed(list(spk2utt.items()))}
+    assert {s: sorted(u) for s, u in limit_utterances(reversed_input, 10, seed=1).items()} == \
+        {s: sorted(u) for s, u in limited.items()}
+    assert limit_utterances(spk2utt, 10, seed=2) != limited
+    assert limit_utterances(spk2utt, 0) == spk2utt and limit_utterances({"a": ["x"]}, 10) == {"a": ["x"]}
+    trials = dev_trials(limited)
+    assert len(trials) == 120 * 119 // 2 and sum(t[0] for t in trials) == 12 * 45
+    with pytest.raises(ValueError, match="per_speaker"):
+        limit_utterances(spk2utt, -1)

@@ -3,6 +3,8 @@ memory) give the in-memory crops, batches, losses and weights; DataLoader worker
 dev-EER selection over held-back speakers read on demand; augment=speaker refused."""
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import kaldiio
@@ -294,3 +296,11 @@ def test_cmvn_modes_that_allow_crop_reads() -> None:
     from speechattn.features.cmvn import CmvnApplier
 
     assert CmvnApplier("none").rowwise and not CmvnApplier("utterance").rowwise
+
+
+def test_dev_trials_use_at_most_dev_utts_per_speaker(corpus: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="speechattn.tasks.sid"):
+        _run(corpus, tmp_path / "limited", "trainer.max_epochs=1", "trainer.dev_utts_per_speaker=2")
+    # 2 of the 6 speakers held back, 2 utterances each: 6 pairs, 2 of them same-speaker
+    assert "2 training speakers held back (4 utterances, 6 trials, 2 target)" in caplog.text

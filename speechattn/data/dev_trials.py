@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 from speechattn.data.sid_splits import DEFAULT_SEED, make_trials
 from speechattn.data.trials import Trial
 
-__all__ = ["hold_out_speakers", "held_out_speaker_count", "dev_trials"]
+__all__ = ["hold_out_speakers", "held_out_speaker_count", "dev_trials", "limit_utterances"]
 
 
 def held_out_speaker_count(num_speakers: int, fraction: float = 0.1, minimum: int = 2) -> int:
@@ -44,6 +44,29 @@ def hold_out_speakers(spk2utt: Mapping[str, Iterable[str]], count: int, seed: in
     held = set(ranked[:count])
     return ({s: list(u) for s, u in spk2utt.items() if s not in held},
             {s: list(u) for s, u in spk2utt.items() if s in held})
+
+
+def limit_utterances(spk2utt: Mapping[str, Iterable[str]], per_speaker: int, seed: int = DEFAULT_SEED
+                     ) -> dict[str, list[str]]:
+    """At most ``per_speaker`` utterances of each speaker (seeded, order-independent; 0 = all), so that the
+    dev trials stay few on big corpora: 121 held-back VoxCeleb1 speakers with all of their ~123 utterances
+    would make ~110 million pairs, with 10 each 732,000.
+
+    Example:
+        >>> limit_utterances({"a": ["a1", "a2", "a3"], "b": ["b1"]}, 2)
+        {'a': ['a1', 'a3'], 'b': ['b1']}
+    """
+    if per_speaker < 0:
+        raise ValueError(f"per_speaker must be >= 0, got {per_speaker}")
+    out = {}
+    for speaker, utts in spk2utt.items():
+        utts = list(utts)
+        if per_speaker and len(utts) > per_speaker:
+            kept = set(sorted(utts, key=lambda u: (hashlib.sha256(f"{seed}/devutt/{u}".encode()).digest(), u))
+                       [:per_speaker])
+            utts = [u for u in utts if u in kept]
+        out[speaker] = utts
+    return out
 
 
 def dev_trials(held_spk2utt: Mapping[str, Iterable[str]], nontarget_ratio: float | None = None,

@@ -128,7 +128,8 @@ def _dev_selection(cfg: DictConfig, labels: list[str], train_feats: Features, tr
 
     ``dev_top1``: the validation utterances. ``dev_eer``: ``trainer.dev_speakers`` (a fraction, at least 2
     speakers) of the training speakers are held back (:func:`speechattn.data.dev_trials.hold_out_speakers`,
-    seeded, order-independent); all pairs of their training and validation utterances are the dev trials.
+    seeded, order-independent); all pairs of their training and validation utterances (at most
+    ``trainer.dev_utts_per_speaker`` of each, seeded) are the dev trials.
     On-demand features stay on disk: the dev metric reads them batch by batch each epoch.
     """
     metric = _select_by(cfg)
@@ -136,7 +137,7 @@ def _dev_selection(cfg: DictConfig, labels: list[str], train_feats: Features, tr
         return None, set()
     if metric == "dev_top1":
         return DevSelection("dev_top1", valid_feats, targets=valid_targets, num_speakers=len(labels)), set()
-    from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers
+    from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers, limit_utterances
 
     spk2utt: dict[str, list[str]] = {}
     for feats, targets in ((train_feats, train_targets), (valid_feats, valid_targets)):
@@ -148,10 +149,11 @@ def _dev_selection(cfg: DictConfig, labels: list[str], train_feats: Features, tr
         return DevSelection("dev_top1", valid_feats, targets=valid_targets, num_speakers=len(labels)), set()
     count = held_out_speaker_count(len(spk2utt), float(cfg.trainer.get("dev_speakers", 0.1)))
     _, held = hold_out_speakers(spk2utt, count)
-    trials = dev_trials(held)
-    speaker_of = {u: labels[t] for u, t in (train_targets | valid_targets).items()}
-    feats = feature_union([feature_subset(src, [u for u in src if speaker_of[u] in held])
-                           for src in (train_feats, valid_feats)])
+    # Every held-back speaker stays out of training; only a bounded number of its utterances make trials.
+    dev_utts = limit_utterances(held, int(cfg.trainer.get("dev_utts_per_speaker", 0)))
+    trials = dev_trials(dev_utts)
+    chosen = {u for utts in dev_utts.values() for u in utts}
+    feats = feature_union([feature_subset(src, [u for u in src if u in chosen]) for src in (train_feats, valid_feats)])
     log.info("model selection by dev EER: %d training speakers held back (%d utterances, %d trials, %d target)",
              len(held), len(feats), len(trials), sum(t[0] for t in trials))
     return DevSelection("dev_eer", feats, trials=trials), {labels.index(s) for s in held}
