@@ -1,12 +1,13 @@
 """Test-time choices of the speaker recipes measured on DEV data only (issue #14; docs/sid.md):
-full-length embeddings vs the mean of crops, and raw cosine vs AS-norm.
+full-length embeddings vs the mean of crops, and raw cosine vs AS-norm vs LDA + PLDA (``--lda-dims``).
 
     .venv/bin/python bench/sid_dev_choices.py --work-dir recipes/speechocean762/sid [--checkpoint model.pt]
 
 - identification (``exp/ident``): top-1 on ``data/ident_dev`` (one utterance per speaker, never trained on);
 - verification (``exp/verif``): EER / minDCF on all trials among the training speakers the run held back
   for model selection (``trainer.dev_speakers``; the same seeded choice as training), AS-norm with a
-  cohort of the other (trained) speakers, so that no dev speaker is in its own cohort.
+  cohort of the other (trained) speakers, so that no dev speaker is in its own cohort; LDA + PLDA back-ends
+  (one per ``--lda-dims`` value) trained on the utterances of those trained speakers.
 
 Prints one JSON object. Not a test: numbers depend on the trained models.
 """
@@ -22,6 +23,7 @@ import torch
 from speechattn.data.dataset import load_features
 from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers
 from speechattn.data.kaldi_dir import read_table
+from speechattn.metrics.plda import fit_plda_backend
 from speechattn.metrics.score_norm import make_cohort, score_trials_asnorm
 from speechattn.metrics.verification import compute_eer, compute_min_dcf
 from speechattn.tasks.sid_predictor import SpeakerEmbedder
@@ -52,7 +54,8 @@ def ident(work: Path, checkpoint: str, crops: list[int]) -> dict:
     return result
 
 
-def verif(work: Path, checkpoint: str, crops: list[int], top_n: int, fraction: float) -> dict:
+def verif(work: Path, checkpoint: str, crops: list[int], top_n: int, fraction: float,
+          lda_dims: list[int]) -> dict:
     exp = work / "exp" / "verif"
     embedder = SpeakerEmbedder.from_exp_dir(exp, checkpoint)
     utt2spk, feats = {}, {}
@@ -73,8 +76,15 @@ def verif(work: Path, checkpoint: str, crops: list[int], top_n: int, fraction: f
         cohort_emb = {u: e for u, e in emb.items() if utt2spk[u] not in held}
         cohort = make_cohort(cohort_emb, {u: utt2spk[u] for u in cohort_emb}, "dev")
         raw, norm = score_trials_asnorm(trials, dev_emb, cohort.vectors, top_n=top_n)
+        kinds = [("raw", raw), ("asnorm", norm)]
+        cohort_utts = sorted(cohort_emb)
+        for dim in lda_dims:
+            plda = fit_plda_backend(np.stack([cohort_emb[u] for u in cohort_utts]),
+                                    [utt2spk[u] for u in cohort_utts], dim)
+            kinds.append((f"lda{dim}_plda", plda.score(np.stack([dev_emb[t[1]] for t in trials]),
+                                                       np.stack([dev_emb[t[2]] for t in trials]))))
         row = {}
-        for kind, scores in (("raw", raw), ("asnorm", norm)):
+        for kind, scores in kinds:
             eer, _ = compute_eer(scores[labels], scores[~labels])
             dcf, _ = compute_min_dcf(scores[labels], scores[~labels], p_target=0.01)
             row[kind] = {"eer": round(100 * eer, 3), "min_dcf": round(dcf, 4)}
@@ -90,13 +100,16 @@ def main() -> None:
     parser.add_argument("--top-n", type=int, default=100)
     parser.add_argument("--dev-speakers", type=float, default=0.1)
     parser.add_argument("--tasks", nargs="*", default=["ident", "verif"])
+    parser.add_argument("--lda-dims", type=int, nargs="*", default=[64, 100],
+                        help="LDA dimensions of the PLDA back-ends to compare (capped at speakers - 1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = {}
     if "ident" in args.tasks:
         out["ident"] = ident(args.work_dir, args.checkpoint, args.crops)
     if "verif" in args.tasks:
-        out["verif"] = verif(args.work_dir, args.checkpoint, args.crops, args.top_n, args.dev_speakers)
+        out["verif"] = verif(args.work_dir, args.checkpoint, args.crops, args.top_n, args.dev_speakers,
+                            args.lda_dims)
     print(json.dumps(out, indent=1))
 
 
