@@ -23,9 +23,11 @@
 #
 #   stage_unit NAME STAMP [--after "STAMP ..."] [--hydra CONFIG] [--files "PATH ..."] [--force-arg ARG]
 #              [--clean DIR] [--out FILE] -- COMMAND...
+# With dry_run=true (the recipes' --dry-run) a unit that would run only logs its command: nothing is run,
+# removed or stamped.
 # --hydra CONFIG: COMMAND is a speechattn Hydra app whose primary config is CONFIG (unless the command
 # says --config-name); the configs it selects are hashed.
-# Needs: log (utils/log.sh), $force, $parallel, $root.
+# Needs: log (utils/log.sh), $force, $parallel, $root; optional $dry_run.
 
 # Skip-or-run helper: `stage_wanted N` is true when N is within [--stage, --stop-stage].
 stage_wanted() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
@@ -143,6 +145,10 @@ stage_unit() {
   if [ "$redo" = true ]; then
     if [ -n "$clean" ]; then rm -rf "$clean"; fi
     if [ -n "$force_arg" ]; then cmd+=("$force_arg"); fi
+  fi
+  if [ "${dry_run:-false}" = true ]; then  # --dry-run true: say what would run, write nothing
+    log "$name: $why; dry run, would run: ${cmd[*]}"
+    return 0
   fi
   stage_started "$stamp" "$sig"
   log "$name: $why${out:+ (output: $out)}"

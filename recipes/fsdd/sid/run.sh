@@ -23,7 +23,7 @@ set -euo pipefail
 
 high_freq=3800          # upper edge of the mel filterbank in Hz (8 kHz audio: content below 4 kHz)
 max_speakers=0          # >0: only the first N speakers (quick runs, tests)
-. "$(dirname "$0")/../../../utils/recipe.sh"
+. "$(dirname "$0")/../../../utils/recipe_sid.sh"
 
 task=sid
 corpus_hint="Get the Free Spoken Digit Dataset (github.com/Jakobovski/free-spoken-digit-dataset) and pass --corpus-dir, or place it at ../shared/corpora/fsdd beside the project."

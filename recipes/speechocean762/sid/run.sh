@@ -23,7 +23,7 @@ set -euo pipefail
 
 tasks="ident verif"     # experiments to train/infer/score: ident and/or verif
 max_speakers=0          # >0: only the first N speakers of the corpus's train/ and test/ each (quick runs, tests)
-. "$(dirname "$0")/../../../utils/recipe.sh"
+. "$(dirname "$0")/../../../utils/recipe_sid.sh"
 
 task=sid
 corpus_hint="Download speechocean762 (openslr.org resource 101) and pass --corpus-dir, or place it at ../shared/corpora/speechocean762 beside the project."
