@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ["speechocean762/phone", "speechocean762/sid", "fsdd/sid"]
+RECIPES = ["speechocean762/phone", "speechocean762/sid", "fsdd/sid", "voxceleb1/sid"]
+SPEAKER_PART = ROOT / "utils" / "recipe_sid.sh"  # the options of every speaker recipe (test_sid_recipe_options.py)
 OPTION = re.compile(r"^([a-z][a-z0-9_]*)=(\"[^\"]*\"|\S*)\s*(?:#\s*(.*))?$")
 
 
@@ -41,16 +42,26 @@ def test_help_lists_every_option_with_its_default(recipe: str) -> None:
     run_sh = ROOT / "recipes" / recipe / "run.sh"
     own, common = declared_options(run_sh), declared_options(ROOT / "utils" / "recipe.sh")
     assert len(own) >= 2 and {"stage", "stop_stage", "corpus_dir", "work_dir", "nj", "parallel", "train_args",
-                              "force"} <= set(common)
+                              "force", "dry_run"} <= set(common)
+    speaker = declared_options(SPEAKER_PART)
+    assert {"augment", "musan_dir", "rir_dir", "average_best", "embedding", "asnorm"} <= set(speaker)
+    if recipe.endswith("/sid"):
+        common = {**speaker, **common}
     result = run(["bash", str(run_sh), "--help"])
     assert result.returncode == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
+    options = lines[lines.index("Options (default in brackets):"):]  # the header may mention options too
     for name, (default, help_text) in {**own, **common}.items():
         flag = "--" + name.replace("_", "-")
-        line = next((x for x in lines if x.split()[:1] == [flag]), None)
+        line = next((x for x in options if x.split()[:1] == [flag]), None)
         assert line is not None, f"{flag} missing from --help"
         assert f"[{default}]" in line and help_text and help_text in line, line
-    assert "Options of every recipe" in result.stdout and lines[0].startswith(("speechocean762", "Free Spoken"))
+    assert "Options of every recipe" in result.stdout
+    assert lines[0].startswith(("speechocean762", "Free Spoken", "VoxCeleb1"))
+    if recipe.endswith("/sid"):
+        assert "Options of every speaker recipe (utils/recipe_sid.sh" in result.stdout
+    else:  # the speaker part's options are not the phone recipes'
+        assert "speaker recipe" not in result.stdout and "--augment" not in result.stdout
 
 
 @pytest.mark.parametrize("recipe", RECIPES)

@@ -99,7 +99,8 @@ decode_of() { echo "$(exp_of "$1")/decode_$(test_set_of "$1")"; }
 for_each_experiment() {
   local pids=() e failed=0 pid
   for e in $experiments; do
-    if [ "$parallel" = true ]; then ( "$@" "$e" ) & pids+=($!); else "$@" "$e"; fi
+    # (a dry run goes in turn: the units that would run are remembered for the ones downstream)
+    if [ "$parallel" = true ] && [ "$dry_run" = false ]; then ( "$@" "$e" ) & pids+=($!); else "$@" "$e"; fi
   done
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   if [ "$failed" -ne 0 ]; then exit 1; fi
