@@ -84,7 +84,7 @@ def test_bad_option_is_one_line(recipe: str, args: list[str], fragment: str, tmp
 HARNESS = """#!/usr/bin/env bash
 set -euo pipefail
 root={root}
-force=${{FORCE:-false}}; parallel=false
+force=${{FORCE:-false}}; parallel=false; dry_run=${{DRY:-false}}
 . "$root/utils/log.sh"
 . "$root/utils/stage.sh"
 cd "$1"; shift
@@ -149,6 +149,21 @@ def test_downstream_alone_is_redone_when_its_output_is_deleted(toy) -> None:
     subprocess.run(["rm", "-rf", str(work / "b")], check=True)
     _, calls = go()
     assert calls == ["b y=1"]
+
+
+def test_dry_run_says_what_would_be_redone_and_changes_nothing(toy) -> None:
+    go, work = toy
+    go()
+    stamps = {p: p.read_text() for p in (work / "a" / ".stage.a", work / "b" / ".stage.b")}
+    result, calls = go(A_ARGS="x=2", DRY="true")
+    assert result.returncode == 0, result.stderr
+    assert calls == []
+    assert "stage 1 a: redoing: now 'command: toy a x=2'; dry run, would run: toy a x=2 nj=2 force=true" in result.stderr
+    assert "stage 2 b: redoing: a/.stage.a would be redone; dry run, would run: toy b y=1" in result.stderr
+    assert (work / "b" / "out.txt").is_file()  # b's --clean directory is not removed
+    assert {p: p.read_text() for p in stamps} == stamps and not list(work.rglob("*.started"))
+    result, calls = go(DRY="true")  # nothing to do: both up to date, as without --dry-run
+    assert calls == [] and result.stderr.count("up to date, skipped") == 2
 
 
 def test_force_redoes_everything(toy) -> None:

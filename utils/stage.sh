@@ -148,14 +148,14 @@ stage_unit() {
   if [ "$check_only" = true ]; then stage_sig="$sig"; stage_why="$why"; return 1; fi
   local cmd=("$@")
   if [ "$redo" = true ]; then
-    if [ -n "$clean" ]; then rm -rf "$clean"; fi
     if [ -n "$force_arg" ]; then cmd+=("$force_arg"); fi
   fi
-  if [ "${dry_run:-false}" = true ]; then  # --dry-run true: say what would run, write nothing
+  if [ "${dry_run:-false}" = true ]; then  # --dry-run true: say what would run; nothing removed or written
     log "$name: $why; dry run, would run: ${cmd[*]}"
     _stage_dry_pending+="$stamp "
     return 0
   fi
+  if [ "$redo" = true ] && [ -n "$clean" ]; then rm -rf "$clean"; fi
   stage_started "$stamp" "$sig"
   log "$name: $why${out:+ (output: $out)}"
   local rc=0 start=$SECONDS
