@@ -19,6 +19,7 @@
 # Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --tasks verif
 #        ./run.sh --max-speakers 5 --work-dir /tmp/sid_quick --train-args "trainer.max_epochs=1"
 #        ./run.sh --train-args "sid=mean trainer.max_epochs=20"
+#        ./run.sh --augment speaker        (waveform augmentation -> exp/{ident,verif}_aug; the speaker options: utils/recipe_sid.sh)
 set -euo pipefail
 
 tasks="ident verif"     # experiments to train/infer/score: ident and/or verif
