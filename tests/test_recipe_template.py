@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ["speechocean762/phone", "speechocean762/sid", "fsdd/sid"]
+RECIPES = ["speechocean762/phone", "speechocean762/sid", "fsdd/sid", "voxceleb1/sid"]
+SPEAKER_PART = ROOT / "utils" / "recipe_sid.sh"  # the options of every speaker recipe (test_sid_recipe_options.py)
 OPTION = re.compile(r"^([a-z][a-z0-9_]*)=(\"[^\"]*\"|\S*)\s*(?:#\s*(.*))?$")
 
 
@@ -41,16 +42,26 @@ def test_help_lists_every_option_with_its_default(recipe: str) -> None:
     run_sh = ROOT / "recipes" / recipe / "run.sh"
     own, common = declared_options(run_sh), declared_options(ROOT / "utils" / "recipe.sh")
     assert len(own) >= 2 and {"stage", "stop_stage", "corpus_dir", "work_dir", "nj", "parallel", "train_args",
-                              "force"} <= set(common)
+                              "force", "dry_run"} <= set(common)
+    speaker = declared_options(SPEAKER_PART)
+    assert {"augment", "musan_dir", "rir_dir", "average_best", "embedding", "asnorm"} <= set(speaker)
+    if recipe.endswith("/sid"):
+        common = {**speaker, **common}
     result = run(["bash", str(run_sh), "--help"])
     assert result.returncode == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
+    options = lines[lines.index("Options (default in brackets):"):]  # the header may mention options too
     for name, (default, help_text) in {**own, **common}.items():
         flag = "--" + name.replace("_", "-")
-        line = next((x for x in lines if x.split()[:1] == [flag]), None)
+        line = next((x for x in options if x.split()[:1] == [flag]), None)
         assert line is not None, f"{flag} missing from --help"
         assert f"[{default}]" in line and help_text and help_text in line, line
-    assert "Options of every recipe" in result.stdout and lines[0].startswith(("speechocean762", "Free Spoken"))
+    assert "Options of every recipe" in result.stdout
+    assert lines[0].startswith(("speechocean762", "Free Spoken", "VoxCeleb1"))
+    if recipe.endswith("/sid"):
+        assert "Options of every speaker recipe (utils/recipe_sid.sh" in result.stdout
+    else:  # the speaker part's options are not the phone recipes'
+        assert "speaker recipe" not in result.stdout and "--augment" not in result.stdout
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
@@ -73,7 +84,7 @@ def test_bad_option_is_one_line(recipe: str, args: list[str], fragment: str, tmp
 HARNESS = """#!/usr/bin/env bash
 set -euo pipefail
 root={root}
-force=${{FORCE:-false}}; parallel=false
+force=${{FORCE:-false}}; parallel=false; dry_run=${{DRY:-false}}
 . "$root/utils/log.sh"
 . "$root/utils/stage.sh"
 cd "$1"; shift
@@ -138,6 +149,21 @@ def test_downstream_alone_is_redone_when_its_output_is_deleted(toy) -> None:
     subprocess.run(["rm", "-rf", str(work / "b")], check=True)
     _, calls = go()
     assert calls == ["b y=1"]
+
+
+def test_dry_run_says_what_would_be_redone_and_changes_nothing(toy) -> None:
+    go, work = toy
+    go()
+    stamps = {p: p.read_text() for p in (work / "a" / ".stage.a", work / "b" / ".stage.b")}
+    result, calls = go(A_ARGS="x=2", DRY="true")
+    assert result.returncode == 0, result.stderr
+    assert calls == []
+    assert "stage 1 a: redoing: now 'command: toy a x=2'; dry run, would run: toy a x=2 nj=2 force=true" in result.stderr
+    assert "stage 2 b: redoing: a/.stage.a would be redone; dry run, would run: toy b y=1" in result.stderr
+    assert (work / "b" / "out.txt").is_file()  # b's --clean directory is not removed
+    assert {p: p.read_text() for p in stamps} == stamps and not list(work.rglob("*.started"))
+    result, calls = go(DRY="true")  # nothing to do: both up to date, as without --dry-run
+    assert calls == [] and result.stderr.count("up to date, skipped") == 2
 
 
 def test_force_redoes_everything(toy) -> None:

@@ -171,6 +171,18 @@ def test_average_best_writes_model_pt_and_keeps_the_best(corpus6: Path, tmp_path
     SpeakerEmbedder.from_exp_dir(exp)  # the averaged model.pt loads for inference
 
 
+def test_average_best_without_a_dev_metric_is_a_warning(corpus6: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """select_by=valid_acc keeps no best-N weights (speechocean762's verification): averaging cannot apply,
+    and training says so instead of silently ignoring the recipes' --average-best."""
+    exp = tmp_path / "validacc"
+    with caplog.at_level("WARNING", logger="speechattn.training.setup"):
+        _train(_overrides(corpus6, exp) + ["trainer.max_epochs=1", "trainer.average_best=3",
+                                           "trainer.select_by=valid_acc"])
+    assert "trainer.average_best=3 has no effect" in caplog.text
+    assert "averaged_epochs" not in load_checkpoint(exp / "model.pt")
+
+
 def test_missing_rir_dir_is_an_error_unless_made(corpus6: Path, tmp_path: Path) -> None:
     overrides = [o for o in _overrides(corpus6, tmp_path / "x") if o != "augment=none"] + [
         "augment=speaker", f"augment.reverb.rir_dir={tmp_path}/nowhere", "make_rir_set=false",

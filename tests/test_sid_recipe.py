@@ -102,3 +102,45 @@ def test_missing_corpus_is_a_clear_error(tmp_path: Path) -> None:
     result = _run("speechocean762", tmp_path / "nowhere", tmp_path / "work", "--stop-stage", "0")
     assert result.returncode != 0
     assert "not found" in result.stderr and "openslr" in result.stderr
+
+
+def test_fsdd_sid_recipe_with_augmentation(tmp_path: Path) -> None:  # ~1 min: 2 speakers, tiny model, 1 epoch
+    """`--augment speaker`: the unit "stage 3 rirs" makes the synthetic RIR set once (16 kHz: the rate the
+    augmenter works at, FSDD's 8 kHz audio being resampled when loaded), training reverberates with it into
+    exp/ident_aug; a re-run with `--embedding crops` redoes inference and scoring only."""
+    if not FSDD.is_dir():
+        pytest.skip(f"../shared not found: {FSDD} is absent (the Free Spoken Digit Dataset)")
+    work = tmp_path / "fsdd"
+    aug = ["--max-speakers", "2", "--augment", "speaker", "--rir-rooms", "1"]
+    result = _run("fsdd", FSDD, work, *aug)
+    assert result.returncode == 0, result.stderr[-4000:]
+    manifest = json.loads((work / "data" / "rirs" / "rir_set.json").read_text())
+    assert manifest["params"]["sample_rate"] == 16000
+    assert len(list((work / "data" / "rirs" / "simulated_rirs").rglob("*.wav"))) == 15  # 3 classes x 1 room x 5
+    assert (work / "data" / "rirs" / ".stage.rirs").is_file()
+    assert not (work / "exp" / "ident").exists()  # the augmented experiment has its own name
+    exp = work / "exp" / "ident_aug"
+    config = (exp / "config.yaml").read_text()
+    assert "enabled: true" in config and "rir_dir: data/rirs" in config and "make_rir_set: false" in config
+    train_log = (exp / "train.log").read_text()
+    assert "augmented crops" in train_log and "data/rirs: 15 RIRs" in train_log
+    assert json.loads((exp / "scores" / "scores.json").read_text())["identification"]["num_speakers"] == 2
+    assert "| ident_aug |" in (work / "RESULTS.md").read_text()
+
+    model = (exp / "model.pt").stat().st_mtime_ns
+    again = _run("fsdd", FSDD, work, *aug, "--embedding", "crops", "--stage", "3")
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "stage 3 rirs data/rirs: up to date, skipped" in again.stderr
+    assert "stage 3 train exp/ident_aug: up to date, skipped" in again.stderr
+    assert (exp / "model.pt").stat().st_mtime_ns == model
+    assert "stage 4 infer exp/ident_aug on data/ident_test: redoing: now 'command: speechattn-infer" in again.stderr
+    assert "embedding=crops" in again.stderr and "stage 5 score exp/ident_aug: redoing" in again.stderr
+    inputs = json.loads((exp / "decode_ident_test" / "inputs.json").read_text())
+    assert inputs["settings"]["embedding"] == "crops"
+
+    # A bigger RIR set would redo the set and the training (dry run: nothing changes on disk).
+    dry = _run("fsdd", FSDD, work, *aug[:-1], "2", "--stage", "3", "--stop-stage", "3", "--dry-run", "true")
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    assert "stage 3 rirs data/rirs: redoing: now 'command: python" in dry.stderr
+    assert "stage 3 train exp/ident_aug: redoing: data/rirs/.stage.rirs would be redone" in dry.stderr
+    assert (exp / "model.pt").stat().st_mtime_ns == model

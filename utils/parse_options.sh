@@ -9,7 +9,8 @@
 # an undeclared option is an error, so typos never pass silently. The declared options are the lines
 # `name=default   # help` at the top of each file in the array `_sa_option_files` (default: the script
 # itself), up to the first line that sources another file; utils/recipe.sh lists the recipe's run.sh and
-# itself, so a recipe takes its own options and the template's. `--help` prints the script's header
+# itself (and a part of the template in between, e.g. utils/recipe_sid.sh), so a recipe takes its own
+# options and the template's. `--help` prints the script's header
 # comment and every declared option with its default and help (the comment after it).
 #
 # Values are checked against the declared default, so a wrong value stops the script (exit 1, one line
@@ -35,11 +36,14 @@ _sa_declared() {
 }
 _sa_usage() {
   sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"
-  local f first=true
+  local f first=true title
   for f in "${_sa_option_files[@]}"; do
     echo
     if [ "$first" = true ]; then echo "Options (default in brackets):"; first=false
-    else echo "Options of every recipe ($(basename "$(dirname "$f")")/$(basename "$f"), default in brackets):"; fi
+    else  # the file's own "# Options of ... (" or ":" line names the group, e.g. "Options of every recipe"
+      title="$(sed -n 's/^# \(Options of [^(:]*[^(: ]\).*/\1/p' "$f" | head -1)"
+      echo "${title:-Options of every recipe} ($(basename "$(dirname "$f")")/$(basename "$f"), default in brackets):"
+    fi
     _sa_declared "$f" | while IFS=$'\x1f' read -r name value help; do
       printf '  --%-18s [%s] %s\n' "${name//_/-}" "$value" "$help"
     done

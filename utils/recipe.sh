@@ -29,7 +29,14 @@
 #   train_command E   function: sets the array `cmd` to E's speechattn-train command (without exp_dir)
 #   train_sets_of E   function: the data sets E trains and validates on
 #   test_set_of E     function: the data set E is decoded and scored on
-# and may define feats_dir_of S (function: where set S's feature archives go).
+# and may define feats_dir_of S (function: where set S's feature archives go). A part of the template for
+# one kind of recipe (utils/recipe_sid.sh: the speaker recipes) declares its options, sets the array
+# _sa_part_files to itself and sources this file; after it, it may set the hooks
+#   train_overrides / infer_overrides / score_overrides   arrays: Hydra overrides added to every
+#                     speechattn-train / -infer / -score command (before --train-args)
+#   train_inputs      stamps every training also depends on (e.g. data/rirs/.stage.rirs)
+#   before_train      function: units run at the start of stage 3, before the experiments train
+# and redefine exp_of E (where experiment E goes: exp/E by default).
 #
 # Options of every recipe (run.sh --help lists them after the recipe's own):
 stage=0                 # first stage to run: 0 data, 1 features, 2 cmvn, 3 train, 4 infer, 5 score, 6 results
@@ -40,8 +47,9 @@ nj=2                    # parallel jobs for data preparation and feature extract
 parallel=true           # true: train and decode the experiments side by side, one thread each (2-core machines)
 train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5"
 force=false             # true: redo every selected stage even when its stamp says it is complete
+dry_run=false           # true: log the command of every unit that would run (and why) instead of running it (nothing is written but an empty work dir)
 _recipe_args=("$@")
-_sa_option_files=("$0" "${BASH_SOURCE[0]}")
+_sa_option_files=("$0" ${_sa_part_files[@]+"${_sa_part_files[@]}"} "${BASH_SOURCE[0]}")
 . "$(dirname "${BASH_SOURCE[0]}")/parse_options.sh"
 
 recipe_dir="$(cd "$(dirname "$0")" && pwd)"
@@ -59,6 +67,8 @@ trap 'log "ERROR: \"$BASH_COMMAND\" failed (exit $?) at ${BASH_SOURCE[0]##*/}:$L
 [ -n "$work_dir" ] || work_dir="$recipe_dir"
 threads=1  # intra-op threads per training/decoding job: 1 measured fastest on 2-core machines (bench/README.md)
 cmvn_args=(); feature_args=()
+train_overrides=(); infer_overrides=(); score_overrides=(); train_inputs=""
+before_train() { :; }
 test_set_of() { echo test; }
 
 # The stamp of a data set's stage-0 output: its own (data/<set>/.stage.data) or the whole stage's.
@@ -74,19 +84,6 @@ phone_sets() {
   cmvn_sets=$1; [ "$cmvn" = speaker ] && cmvn_sets="$feature_sets"  # global: the training set's stats serve every set
   return 0
 }
-# The speaker recipes' experiments ident and/or verif (--tasks, checked), their sets, fbank features and
-# global mean normalisation from each task's training set. $1: the --tasks value.
-sid_ident_verif() {
-  local t
-  for t in $1; do
-    case "$t" in ident|verif) ;; *) log "ERROR: --tasks '$1': unknown task '$t' (ident | verif)"; exit 1 ;; esac
-  done
-  experiments="$1"
-  feature_sets="ident_train ident_dev ident_test verif_train verif_dev verif_test"
-  feature_args=(features=fbank progress=false)
-  cmvn_sets="ident_train verif_train"
-  cmvn_args=(cmvn=global_mean)
-}
 # The phone recipes' --model: default | all | space-separated model names (speechattn/conf/model/).
 phone_models() {
   case "$1" in
@@ -95,14 +92,15 @@ phone_models() {
     *) echo "$1" ;;
   esac
 }
-decode_of() { echo "exp/$1/decode_$(test_set_of "$1")"; }
+decode_of() { echo "$(exp_of "$1")/decode_$(test_set_of "$1")"; }
 
 # Runs "$@ <experiment>" for every experiment: side by side when --parallel true, else in turn.
 # Each unit logs its own one-line error; the stage fails after all of them have finished.
 for_each_experiment() {
   local pids=() e failed=0 pid
   for e in $experiments; do
-    if [ "$parallel" = true ]; then ( "$@" "$e" ) & pids+=($!); else "$@" "$e"; fi
+    # (a dry run goes in turn: the units that would run are remembered for the ones downstream)
+    if [ "$parallel" = true ] && [ "$dry_run" = false ]; then ( "$@" "$e" ) & pids+=($!); else "$@" "$e"; fi
   done
   for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
   if [ "$failed" -ne 0 ]; then exit 1; fi
@@ -144,7 +142,10 @@ per_set_stage() {
     todo+=("$s"); sigs+=("$stage_sig")
   done
   if [ "${#todo[@]}" -eq 0 ]; then return 0; fi
-  if [ "${#todo[@]}" -eq 1 ]; then "${name}_unit" "${todo[0]}"; return 0; fi
+  if [ "${#todo[@]}" -eq 1 ] || [ "$dry_run" = true ]; then
+    for s in "${todo[@]}"; do "${name}_unit" "$s"; done
+    return 0
+  fi
   local i dirs start=$SECONDS rc=0 batch=()
   for i in "${!todo[@]}"; do stage_started "data/${todo[$i]}/.stage.$name" "${sigs[$i]}"; done
   dirs="$(printf 'data/%s,' "${todo[@]}")"
@@ -171,9 +172,10 @@ train_unit() {
   local e="$1" cmd=()
   train_command "$e"
   # shellcheck disable=SC2086  # train_args is a list of Hydra overrides
-  stage_unit "stage 3 train $(exp_of "$e")" "$(exp_of "$e")/.stage.train" --after "$(_set_inputs $(train_sets_of "$e"))" \
+  stage_unit "stage 3 train $(exp_of "$e")" "$(exp_of "$e")/.stage.train" \
+    --after "$(_set_inputs $(train_sets_of "$e")) $train_inputs" \
     --hydra train --clean "$(exp_of "$e")" --out "$(exp_of "$e")/train.out" -- \
-    "${cmd[@]}" exp_dir="$(exp_of "$e")" trainer.threads="$threads" $train_args
+    "${cmd[@]}" exp_dir="$(exp_of "$e")" trainer.threads="$threads" ${train_overrides[@]+"${train_overrides[@]}"} $train_args
 }
 infer_unit() {
   local e="$1" t; t="$(test_set_of "$e")"
@@ -181,14 +183,14 @@ infer_unit() {
     --after "$(exp_of "$e")/.stage.train $(_set_inputs "$t")" --hydra infer --force-arg force=true \
     --out "$(exp_of "$e")/infer.out" -- \
     speechattn-infer task="$task" exp_dir="$(exp_of "$e")" data_dir="data/$t" output_dir="$(decode_of "$e")" \
-    threads="$threads"
+    threads="$threads" ${infer_overrides[@]+"${infer_overrides[@]}"}
 }
 score_unit() {
   local e="$1" t; t="$(test_set_of "$e")"
   stage_unit "stage 5 score $(exp_of "$e")" "$(exp_of "$e")/scores/.stage.score" \
     --after "$(decode_of "$e")/.stage.infer $(data_stamp_of "$t")" --hydra score --clean "$(exp_of "$e")/scores" -- \
     speechattn-score task="$task" exp_dir="$(exp_of "$e")" ref_dir="data/$t" hyp_dir="$(decode_of "$e")" \
-    output_dir="$(exp_of "$e")/scores"
+    output_dir="$(exp_of "$e")/scores" ${score_overrides[@]+"${score_overrides[@]}"}
 }
 results_unit() {
   # Every scored experiment under exp/ is a row, including ones of earlier runs with other options.
@@ -222,6 +224,7 @@ run_recipe() {
   fi
   if stage_wanted 3; then
     log "stage 3: training $experiments (parallel: $parallel; logs: exp/<name>/train.log)"
+    before_train
     for_each_experiment train_unit
     for s in $experiments; do
       log "stage 3: $s: $(grep -h 'best validation' "$(exp_of "$s")/train.log" 2>/dev/null | tail -1 | sed 's/.*\] - //' || true)"
@@ -238,7 +241,7 @@ run_recipe() {
   if stage_wanted 6; then
     log "stage 6: results table $work_dir/RESULTS.md"
     results_unit
-    cat RESULTS.md
+    if [ "$dry_run" = false ]; then cat RESULTS.md; fi
   fi
   log "done; $(uptime)"
 }

@@ -23,11 +23,14 @@
 #
 #   stage_unit NAME STAMP [--after "STAMP ..."] [--hydra CONFIG] [--files "PATH ..."] [--force-arg ARG]
 #              [--clean DIR] [--out FILE] -- COMMAND...
+# With dry_run=true (the recipes' --dry-run) a unit that would run only logs its command: nothing is run,
+# removed or stamped; the units downstream of it say they would be redone too.
 # --hydra CONFIG: COMMAND is a speechattn Hydra app whose primary config is CONFIG (unless the command
 # says --config-name); the configs it selects are hashed.
-# Needs: log (utils/log.sh), $force, $parallel, $root.
+# Needs: log (utils/log.sh), $force, $parallel, $root; optional $dry_run.
 
 # Skip-or-run helper: `stage_wanted N` is true when N is within [--stage, --stop-stage].
+_stage_dry_pending=" "  # dry run: the stamps of the units that would have run, space-separated
 stage_wanted() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 # The command as recorded: words that change only the speed of the work are left out, and the project
@@ -124,8 +127,12 @@ stage_unit() {
   local sig old="" why redo=true
   sig="$(_stage_signature "$name" "$after" "$files" "$hydra" "$@")"
   [ -f "$stamp" ] && old="$(grep -v '^finished: ' "$stamp" || true)"
+  local p pending=""
+  for p in $after; do [[ "$_stage_dry_pending" != *" $p "* ]] || pending="$p"; done
   if [ "$force" = true ]; then
     why="--force true: redoing"
+  elif [ -n "$pending" ] && [ -n "$old" ]; then  # dry run: an upstream unit would be redone, so would this one
+    why="redoing: $pending would be redone"
   elif [ -n "$old" ] && [ "$old" = "$sig" ]; then
     log "$name: up to date, skipped ($stamp)"
     return 0
@@ -141,9 +148,14 @@ stage_unit() {
   if [ "$check_only" = true ]; then stage_sig="$sig"; stage_why="$why"; return 1; fi
   local cmd=("$@")
   if [ "$redo" = true ]; then
-    if [ -n "$clean" ]; then rm -rf "$clean"; fi
     if [ -n "$force_arg" ]; then cmd+=("$force_arg"); fi
   fi
+  if [ "${dry_run:-false}" = true ]; then  # --dry-run true: say what would run; nothing removed or written
+    log "$name: $why; dry run, would run: ${cmd[*]}"
+    _stage_dry_pending+="$stamp "
+    return 0
+  fi
+  if [ "$redo" = true ] && [ -n "$clean" ]; then rm -rf "$clean"; fi
   stage_started "$stamp" "$sig"
   log "$name: $why${out:+ (output: $out)}"
   local rc=0 start=$SECONDS

@@ -47,6 +47,9 @@ def build_training(cfg: DictConfig, exp_dir: Path, device: torch.device, dist_in
     extra = {"config": OmegaConf.to_container(cfg, resolve=True), task.checkpoint_labels_key: labels,
              "input_dim": data.input_dim, "num_params": n_params}
     hook = None
+    if data.selection is None and int(t.get("average_best", 0) or 0) > 1:
+        log.warning("trainer.average_best=%s has no effect: model.pt is chosen by validation accuracy "
+                    "(trainer.select_by=valid_acc keeps no best-N weights to average)", t.get("average_best"))
     if data.selection is not None:  # the task's own dev metric chooses model.pt (e.g. dev EER)
         from speechattn.training.epoch_selection import build_epoch_selection
         average = int(t.get("average_best", 0) or 0)

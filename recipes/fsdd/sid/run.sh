@@ -19,11 +19,12 @@
 #
 # Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --train-args "sid=self_attention"
 #        ./run.sh --max-speakers 3 --work-dir /tmp/fsdd_quick --train-args "trainer.max_epochs=1"
+#        ./run.sh --augment speaker        (waveform augmentation -> exp/ident_aug; the speaker options: utils/recipe_sid.sh)
 set -euo pipefail
 
 high_freq=3800          # upper edge of the mel filterbank in Hz (8 kHz audio: content below 4 kHz)
 max_speakers=0          # >0: only the first N speakers (quick runs, tests)
-. "$(dirname "$0")/../../../utils/recipe.sh"
+. "$(dirname "$0")/../../../utils/recipe_sid.sh"
 
 task=sid
 corpus_hint="Get the Free Spoken Digit Dataset (github.com/Jakobovski/free-spoken-digit-dataset) and pass --corpus-dir, or place it at ../shared/corpora/fsdd beside the project."

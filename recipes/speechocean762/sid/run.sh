@@ -19,11 +19,12 @@
 # Usage: ./run.sh [options]        e.g. ./run.sh --stage 3 --tasks verif
 #        ./run.sh --max-speakers 5 --work-dir /tmp/sid_quick --train-args "trainer.max_epochs=1"
 #        ./run.sh --train-args "sid=mean trainer.max_epochs=20"
+#        ./run.sh --augment speaker        (waveform augmentation -> exp/{ident,verif}_aug; the speaker options: utils/recipe_sid.sh)
 set -euo pipefail
 
 tasks="ident verif"     # experiments to train/infer/score: ident and/or verif
 max_speakers=0          # >0: only the first N speakers of the corpus's train/ and test/ each (quick runs, tests)
-. "$(dirname "$0")/../../../utils/recipe.sh"
+. "$(dirname "$0")/../../../utils/recipe_sid.sh"
 
 task=sid
 corpus_hint="Download speechocean762 (openslr.org resource 101) and pass --corpus-dir, or place it at ../shared/corpora/speechocean762 beside the project."

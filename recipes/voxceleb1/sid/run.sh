@@ -25,7 +25,7 @@ set -euo pipefail
 
 tasks="ident verif"     # experiments to train/infer/score: ident and/or verif
 trials=veri_test2.txt   # trial list(s) in --corpus-dir, space-separated (e.g. "veri_test2.txt list_test_hard2.txt")
-. "$(dirname "$0")/../../../utils/recipe.sh"
+. "$(dirname "$0")/../../../utils/recipe_sid.sh"
 
 task=sid
 corpus_hint="Download VoxCeleb1 (robots.ox.ac.uk/~vgg/data/voxceleb), merge the dev and test parts under wav/ and pass --corpus-dir. A fixture in this layout: python local/make_fixture.py voxceleb1 --out-dir DIR"
