@@ -36,10 +36,15 @@ recipe_data() {
     python "$root/local/prepare_sid_speechocean762.py" --corpus-dir "$corpus_dir" --out-dir data "${max_speakers_opt[@]}"
 }
 # Verification keeps the validation-accuracy rule and all 125 training speakers: dev EER on the 13 speakers
-# dev_eer would hold back (585 target trials) cannot tell epochs apart (docs/sid.md, runs D and E).
+# dev_eer would hold back (585 target trials) cannot tell epochs apart (docs/sid.md, runs D and E). Unless
+# --augment says otherwise it trains with speed perturbation (each speed a new speaker) for 36 epochs
+# (speechattn/conf/augment/speed.yaml; chosen on dev EER: docs/sid.md, run V1).
 train_command() {
   cmd=(speechattn-train --config-name train_sid data="speechocean762_sid_$1")
-  if [ "$1" = verif ]; then cmd+=(trainer.select_by=valid_acc); fi
+  if [ "$1" = verif ]; then
+    cmd+=(trainer.select_by=valid_acc)
+    if [ "$augment" = none ]; then cmd+=(augment=speed trainer.max_epochs=36); fi
+  fi
 }
 train_sets_of() { echo "${1}_train ${1}_dev"; }
 test_set_of() { echo "${1}_test"; }
