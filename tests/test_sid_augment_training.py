@@ -4,6 +4,7 @@ averaging, full-length vs cropped test embeddings, AS-norm in scoring (toy sizes
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -270,3 +271,16 @@ def _foreign_plda(out: Path) -> Path:
     labels = np.repeat(np.arange(4), 3)
     save_plda_backend(out, fit_plda_backend(rng.standard_normal((12, 16)), labels, 2), "0" * 64)
     return out
+
+
+def test_plda_is_skipped_with_a_warning_below_three_training_speakers(verif_exp: Path, tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from speechattn.tasks.sid_cohort import plda_for
+    embedder = SpeakerEmbedder.from_exp_dir(verif_exp)
+    rng = np.random.default_rng(0)
+    embeddings = {f"u{i}": rng.standard_normal(16) for i in range(6)}
+    utt2spk = {f"u{i}": f"s{i % 2}" for i in range(6)}
+    with caplog.at_level(logging.WARNING):
+        assert plda_for(embedder, tmp_path, training=lambda: (embeddings, utt2spk)) is None
+    assert "no PLDA back-end" in caplog.text and "2 speakers" in caplog.text
+    assert not (tmp_path / "plda").exists()

@@ -79,9 +79,10 @@ def cohort_for(embedder: SpeakerEmbedder, exp_dir: Path, cohort_dir: Path | None
 
 
 def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = None, lda_dim: int = 100,
-             training: Callable[[], TrainingEmbeddings] | None = None) -> PldaBackend:
+             training: Callable[[], TrainingEmbeddings] | None = None) -> PldaBackend | None:
     """The LDA + PLDA back-end in ``plda_dir`` (default ``exp_dir/plda``, trained on the experiment's training
-    speakers when absent or made with another ``lda_dim``), checked against the embedder's weights."""
+    speakers when absent or made with another ``lda_dim``), checked against the embedder's weights; ``None``
+    (logged) when the training set has fewer than 3 speakers (quick runs), since PLDA cannot be trained."""
     fingerprint = state_dict_fingerprint(embedder.model.state_dict())
     if plda_dir is not None:
         return load_plda_backend(plda_dir, fingerprint)
@@ -96,6 +97,11 @@ def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = N
     log.info("PLDA back-end: embedding the training speakers of %s -> %s", train_dir, own)
     embeddings, utt2spk = training() if training else embed_training_set(embedder, train_dir)
     utts = sorted(embeddings)
+    speakers = len(set(utt2spk.values()))
+    if speakers < 3 or len(utts) <= speakers:
+        log.warning("no PLDA back-end: %s has %d speakers and %d utterances (at least 3 speakers and more "
+                    "utterances than speakers are needed)", train_dir, speakers, len(utts))
+        return None
     backend = fit_plda_backend(np.stack([embeddings[u] for u in utts]), [utt2spk[u] for u in utts], lda_dim)
     save_plda_backend(own, backend, fingerprint, source=str(train_dir), num_utterances=len(utts),
                       num_speakers=len(set(utt2spk.values())))
