@@ -204,3 +204,47 @@ def test_failure_is_one_line_naming_the_unit(toy) -> None:
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "stage 2 b failed (exit 3)" in errors[0]
     assert "last output: toy: b broke; full output: log/b.out" in errors[0]
+
+
+SIDE_BY_SIDE = """#!/usr/bin/env bash
+set -euo pipefail
+root={root}
+. "$root/utils/log.sh"
+. "$root/utils/stage.sh"
+cd "$1"
+# a unit that runs a long child process, as a training does, and records its PID
+unit() {{ bash -c 'echo $$ > "pid.$1"; exec sleep 300' _ "$1"; }}
+side_by_side "a b" unit
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_interrupted_side_by_side_units_stop_their_processes(signal_name: str, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+    script = tmp_path / "side.sh"
+    script.write_text(SIDE_BY_SIDE.format(root=ROOT))
+    proc = subprocess.Popen(["bash", str(script), str(tmp_path)], stderr=subprocess.PIPE, text=True,
+                            env={"PATH": "/usr/bin:/bin"})
+    pid_files = [tmp_path / "pid.a", tmp_path / "pid.b"]
+    deadline = time.time() + 30
+    while not all(f.is_file() and f.read_text().strip() for f in pid_files):
+        assert time.time() < deadline and proc.poll() is None, "the units did not start"
+        time.sleep(0.1)
+    children = [int(f.read_text()) for f in pid_files]
+    proc.send_signal(getattr(signal, signal_name))
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "interrupted: stopping 2 unit(s)" in stderr
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has stopped
+
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in children), "a unit's process is still running after the interrupt"

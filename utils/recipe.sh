@@ -94,16 +94,13 @@ phone_models() {
 }
 decode_of() { echo "$(exp_of "$1")/decode_$(test_set_of "$1")"; }
 
-# Runs "$@ <experiment>" for every experiment: side by side when --parallel true, else in turn.
-# Each unit logs its own one-line error; the stage fails after all of them have finished.
+# Runs "$@ <experiment>" for every experiment: side by side when --parallel true, else in turn
+# (side_by_side in utils/stage.sh; an interrupted recipe stops the units running beside it).
 for_each_experiment() {
-  local pids=() e failed=0 pid
-  for e in $experiments; do
-    # (a dry run goes in turn: the units that would run are remembered for the ones downstream)
-    if [ "$parallel" = true ] && [ "$dry_run" = false ]; then ( "$@" "$e" ) & pids+=($!); else "$@" "$e"; fi
-  done
-  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-  if [ "$failed" -ne 0 ]; then exit 1; fi
+  local e
+  # (a dry run goes in turn: the units that would run are remembered for the ones downstream)
+  if [ "$parallel" = true ] && [ "$dry_run" = false ]; then side_by_side "$experiments" "$@"; return; fi
+  for e in $experiments; do "$@" "$e"; done
 }
 
 # The per-set units of stages 1 and 2. `features_unit SET [stage_unit options]` runs (or with --check-only

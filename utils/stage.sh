@@ -178,3 +178,24 @@ stage_failed() {
   log "ERROR: $name failed (exit $rc): $(_stage_command_text "$@")${last:+; last output: $last}${out:+; full output: $out}"
   exit 1
 }
+
+# The process ID and every descendant of it get SIGTERM (children first, so none is re-parented and missed).
+_terminate_tree() {
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null || true); do _terminate_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null || true
+}
+
+# side_by_side "NAMES" COMMAND...: runs "COMMAND... NAME" for every name at once and waits for all of them;
+# each unit logs its own one-line error, and the caller fails (exit 1) after all have finished. Interrupted
+# (Ctrl-C, SIGTERM), it stops every unit it started and their processes before exiting: a non-interactive
+# shell starts background jobs with SIGINT ignored, so without this a Ctrl-C left the trainings running.
+side_by_side() {
+  local names="$1" name pid failed=0; shift
+  _side_pids=()
+  trap 'log "interrupted: stopping ${#_side_pids[@]} unit(s) running side by side"; for pid in "${_side_pids[@]}"; do _terminate_tree "$pid"; done; exit 130' INT TERM
+  for name in $names; do ( "$@" "$name" ) & _side_pids+=($!); done
+  for pid in "${_side_pids[@]}"; do wait "$pid" || failed=1; done
+  trap - INT TERM
+  if [ "$failed" -ne 0 ]; then exit 1; fi
+}
