@@ -38,16 +38,15 @@ import os
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
 
-from speechattn.data.kaldi_dir import KaldiDataError
+from speechattn.data.kaldi_dir import KaldiDataError, read_fields, read_text_lines
 from speechattn.data.sid_splits import (DEFAULT_SEED, Utterance, outputs_up_to_date, split_train_dev,
                                         write_sid_data_dir, write_stamp)
 from speechattn.data.framing import num_frames
-from speechattn.utils.atomic import atomic_write_text
+from speechattn.data.trials import Trial, read_numbered_trials, write_trials
 
 logger = logging.getLogger("prepare_voxceleb1")
 
@@ -57,13 +56,6 @@ STAMP_NAME = "prepare_voxceleb1"
 STAMP_VERSION = 1
 SAMPLE_RATE = 16000
 _SPEAKER = re.compile(r"^id\d+$")
-
-
-@dataclass(frozen=True)
-class Trial:
-    label: str   # "1" target, "0" non-target
-    enrol: str   # relative path under wav/
-    test: str
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -123,49 +115,32 @@ def _check_listed(path: Path, lineno: int, relative: str, files: dict[str, Path]
 
 def read_iden_split(path: Path, files: dict[str, Path], wav_dir: Path) -> dict[str, list[str]]:
     """``{"ident_train"|"ident_dev"|"ident_test": [relative paths]}``; errors name file and line."""
-    if not path.is_file():
-        raise KaldiDataError(f"{path}:0: identification split not found")
     sets: dict[str, list[str]] = {name: [] for name in IDEN_SETS.values()}
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise KaldiDataError(f"{path}:{lineno}: expected 'SET idNNNNN/<video>/NNNNN.wav', got {line.strip()!r}")
-            number, relative = fields
-            if number not in IDEN_SETS:
-                raise KaldiDataError(f"{path}:{lineno}: unknown set number '{number}' (1 = train, 2 = val, 3 = test)")
-            if relative in seen:
-                raise KaldiDataError(f"{path}:{lineno}: '{relative}' is listed twice (first on line {seen[relative]})")
-            _check_listed(path, lineno, relative, files, wav_dir)
-            seen[relative] = lineno
-            sets[IDEN_SETS[number]].append(relative)
+    for lineno, (number, relative) in read_fields(path, 2, "'SET idNNNNN/<video>/NNNNN.wav'",
+                                                  what="identification split"):
+        if number not in IDEN_SETS:
+            raise KaldiDataError(f"{path}:{lineno}: unknown set number '{number}' (1 = train, 2 = val, 3 = test)")
+        if relative in seen:
+            raise KaldiDataError(f"{path}:{lineno}: '{relative}' is listed twice (first on line {seen[relative]})")
+        _check_listed(path, lineno, relative, files, wav_dir)
+        seen[relative] = lineno
+        sets[IDEN_SETS[number]].append(relative)
     return sets
 
 
 def read_trial_list(path: Path, files: dict[str, Path], wav_dir: Path) -> list[Trial]:
-    """``LABEL ENROL TEST`` lines; a bad label or a file missing under wav/ is an error naming file and line."""
-    if not path.is_file():
-        raise KaldiDataError(f"{path}:0: trial list not found")
+    """``LABEL ENROL TEST`` lines (:func:`speechattn.data.trials.read_numbered_trials`; the two utterances
+    are paths relative to wav/); a file missing under wav/ or a label that contradicts the speaker IDs is an
+    error naming file and line."""
     trials: list[Trial] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or fields[0] not in ("0", "1"):
-                raise KaldiDataError(f"{path}:{lineno}: expected '1|0 ENROL TEST' (1 = same speaker), "
-                                     f"got {line.strip()!r}")
-            for relative in fields[1:]:
-                _check_listed(path, lineno, relative, files, wav_dir)
-            trial = Trial(*fields)
-            same = trial.enrol.split("/")[0] == trial.test.split("/")[0]
-            if same != (trial.label == "1"):
-                raise KaldiDataError(f"{path}:{lineno}: label {trial.label} contradicts the speaker IDs of "
-                                     f"'{trial.enrol}' and '{trial.test}'")
-            trials.append(trial)
+    for lineno, trial in read_numbered_trials(path, what="trial list"):
+        for relative in (trial.utt1, trial.utt2):
+            _check_listed(path, lineno, relative, files, wav_dir)
+        if (trial.utt1.split("/")[0] == trial.utt2.split("/")[0]) != trial.target:
+            raise KaldiDataError(f"{path}:{lineno}: label {trial.label} contradicts the speaker IDs of "
+                                 f"'{trial.utt1}' and '{trial.utt2}'")
+        trials.append(trial)
     if not trials:
         raise KaldiDataError(f"{path}:0: no trials")
     return trials
@@ -174,15 +149,14 @@ def read_trial_list(path: Path, files: dict[str, Path], wav_dir: Path) -> list[T
 def read_meta(path: Path) -> dict[str, str]:
     """``vox1_meta.csv`` -> ``{speaker: "m"/"f"}`` (tab-separated, header line first)."""
     genders: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = [field.strip() for field in line.rstrip("\n").split("\t")]
-            if lineno == 1 or not line.strip():
-                continue  # header: VoxCeleb1 ID, VGGFace1 ID, Gender, Nationality, Set
-            if len(fields) < 3 or not _SPEAKER.match(fields[0]) or fields[2].lower() not in ("m", "f"):
-                raise KaldiDataError(f"{path}:{lineno}: expected 'idNNNNN<TAB>NAME<TAB>m|f<TAB>...', "
-                                     f"got {line.strip()!r}")
-            genders[fields[0]] = fields[2].lower()
+    for lineno, line in read_text_lines(path, what="speaker metadata"):
+        fields = [field.strip() for field in line.split("\t")]
+        if lineno == 1 or not line.strip():
+            continue  # header: VoxCeleb1 ID, VGGFace1 ID, Gender, Nationality, Set
+        if len(fields) < 3 or not _SPEAKER.match(fields[0]) or fields[2].lower() not in ("m", "f"):
+            raise KaldiDataError(f"{path}:{lineno}: expected 'idNNNNN<TAB>NAME<TAB>m|f<TAB>...', "
+                                 f"got {line.strip()!r}")
+        genders[fields[0]] = fields[2].lower()
     return genders
 
 
@@ -241,7 +215,7 @@ def prepare(args: argparse.Namespace) -> None:
     if not genders:
         logger.info("%s not found: no spk2gender", meta_path)
 
-    trial_files = {r for t in trials for r in (t.enrol, t.test)}
+    trial_files = {r for t in trials for r in (t.utt1, t.utt2)}
     trial_speakers = {r.split("/")[0] for r in trial_files}
     verif_pool = {r for r in files if r.split("/")[0] not in trial_speakers}
     if not verif_pool:
@@ -278,9 +252,9 @@ def prepare(args: argparse.Namespace) -> None:
                        speaker_tables=tables)
     write_sid_data_dir(out / "verif_dev", {u: pool[u] for u in verif_dev}, speaker_tables=tables)
     write_sid_data_dir(out / "verif_test", subset(trial_files), speaker_tables=tables)
-    atomic_write_text(out / "verif_test" / "trials", "".join(
-        f"{t.label} {utterance_id(t.enrol)} {utterance_id(t.test)}\n" for t in trials))
-    num_target = sum(t.label == "1" for t in trials)
+    write_trials(out / "verif_test" / "trials", (Trial(t.label, utterance_id(t.utt1), utterance_id(t.utt2))
+                                                 for t in trials))
+    num_target = sum(t.target for t in trials)
     logger.info("verification: trained on %d speakers (%d train / %d dev utterances) that appear in no trial; "
                 "%d trials (%d target, %d non-target) over %d utterances of %d speakers", len(spk2utt),
                 len(verif_train), len(verif_dev), len(trials), num_target, len(trials) - num_target,

@@ -70,6 +70,20 @@ def read_text_lines(path: PathLike, what: str = "table file") -> Iterator[tuple[
             yield lineno, line.rstrip("\r\n")
 
 
+def read_fields(path: PathLike, count: int, expected: str, what: str = "table file"
+                ) -> Iterator[tuple[int, list[str]]]:
+    """``(lineno, fields)`` of each non-blank line of a whitespace-separated list with ``count`` fields per
+    line (trial lists, split lists, score maps), read by :func:`read_text_lines`; a line with another number
+    of fields is an error naming file and line: ``expected {expected}, got N fields: 'LINE'``."""
+    for lineno, line in read_text_lines(path, what):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != count:
+            raise KaldiDataError(f"{path}:{lineno}: expected {expected}, got {len(fields)} fields: {line.strip()!r}")
+        yield lineno, fields
+
+
 def _read_entries(path: PathLike, *, check_sorted: bool = True,
                   min_fields: int = 2) -> dict[str, tuple[str, int]]:
     """Read a table into ``{key: (value, lineno)}``; see :func:`read_table` for the checks."""

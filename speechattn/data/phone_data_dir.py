@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from speechattn.data.kaldi_dir import KaldiDataError, utt2spk_to_spk2utt, validate_data_dir, write_table
+from speechattn.data.kaldi_dir import KaldiDataError, read_fields, utt2spk_to_spk2utt, validate_data_dir, write_table
 from speechattn.utils.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -142,18 +142,12 @@ def read_score_map(path: str | Path, phones: list[str]) -> tuple[dict[str, str],
     path = Path(path)
     mapping: dict[str, str] = {}
     known = set(phones)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise KaldiDataError(f"{path}:{lineno}: expected 'PHONE CLASS', got {line.strip()!r}")
-            if fields[0] not in known:
-                raise KaldiDataError(f"{path}:{lineno}: '{fields[0]}' is not a training phone (phones.txt)")
-            if fields[0] in mapping:
-                raise KaldiDataError(f"{path}:{lineno}: '{fields[0]}' is mapped twice")
-            mapping[fields[0]] = fields[1]
+    for lineno, (phone, scoring_class) in read_fields(path, 2, "'PHONE CLASS'", what="score map"):
+        if phone not in known:
+            raise KaldiDataError(f"{path}:{lineno}: '{phone}' is not a training phone (phones.txt)")
+        if phone in mapping:
+            raise KaldiDataError(f"{path}:{lineno}: '{phone}' is mapped twice")
+        mapping[phone] = scoring_class
     missing = [p for p in phones if p not in mapping]
     if missing:
         raise KaldiDataError(f"{path}:0: {len(missing)} training phone(s) not mapped (first: {missing[0]})")

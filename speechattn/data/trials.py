@@ -17,10 +17,10 @@ import os
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
-from speechattn.data.kaldi_dir import KaldiDataError, read_text_lines
+from speechattn.data.kaldi_dir import KaldiDataError, read_fields
 from speechattn.utils.atomic import atomic_write_text
 
-__all__ = ["Trial", "format_trials", "write_trials", "read_trials"]
+__all__ = ["Trial", "format_trials", "write_trials", "read_trials", "read_numbered_trials"]
 
 
 class Trial(NamedTuple):
@@ -52,6 +52,17 @@ def write_trials(path: str | os.PathLike, trials: Iterable[tuple[int, str, str]]
     atomic_write_text(Path(path), format_trials(trials))
 
 
+def read_numbered_trials(path: str | os.PathLike, what: str = "trials file") -> list[tuple[int, Trial]]:
+    """``(line number, trial)`` of a ``LABEL UTT1 UTT2`` list (blank lines skipped), for callers that check
+    more per trial and must name the line (data preparation)."""
+    trials: list[tuple[int, Trial]] = []
+    for line_number, (label, utt1, utt2) in read_fields(path, 3, "'LABEL UTT1 UTT2'", what):
+        if label not in ("0", "1"):
+            raise KaldiDataError(f"{path}:{line_number}: label must be 1 (target) or 0 (non-target), got {label!r}")
+        trials.append((line_number, Trial(int(label), utt1, utt2)))
+    return trials
+
+
 def read_trials(path: str | os.PathLike) -> list[Trial]:
     """Read a ``LABEL UTT1 UTT2`` trial list; blank lines are skipped.
 
@@ -59,16 +70,4 @@ def read_trials(path: str | os.PathLike) -> list[Trial]:
         KaldiDataError: ``"{path}:{line}: ..."`` for a line without exactly three fields or with a label
             other than 0/1.
     """
-    trials: list[Trial] = []
-    for line_number, line in read_text_lines(path, what="trials file"):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 3:
-            raise KaldiDataError(
-                f"{path}:{line_number}: expected 'LABEL UTT1 UTT2', got {len(fields)} fields: {line.strip()!r}")
-        label, utt1, utt2 = fields
-        if label not in ("0", "1"):
-            raise KaldiDataError(f"{path}:{line_number}: label must be 1 (target) or 0 (non-target), got {label!r}")
-        trials.append(Trial(int(label), utt1, utt2))
-    return trials
+    return [trial for _, trial in read_numbered_trials(path)]
