@@ -52,7 +52,7 @@ from speechattn.utils.atomic import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PldaBackend", "fit_plda_backend", "save_plda_backend", "load_plda_backend"]
+__all__ = ["PldaBackend", "fit_plda_backend", "training_set_problem", "save_plda_backend", "load_plda_backend"]
 
 PLDA_FORMAT = 1
 _RIDGE = 1e-6  # added to the within-speaker scatter: keeps the eigenproblem defined when it is near singular
@@ -107,6 +107,15 @@ class PldaBackend:
                 - np.einsum("ij,jk,ik->i", a, p, b))
 
 
+def training_set_problem(num_utterances: int, num_speakers: int) -> str | None:
+    """Why a training set of this size cannot train PLDA (within- and between-speaker covariances need at
+    least 3 speakers and more utterances than speakers), or ``None``."""
+    if num_speakers < 3 or num_utterances <= num_speakers:
+        return (f"PLDA needs at least 3 speakers and more utterances than speakers "
+                f"({num_speakers} speakers, {num_utterances} utterances)")
+    return None
+
+
 def fit_plda_backend(x: np.ndarray, labels: Sequence, lda_dim: int = 100) -> PldaBackend:
     """Train the back-end on training-speaker utterance embeddings ``x`` ``(N, D)`` with speaker ``labels``
     ``(N,)``; ``lda_dim`` is capped at ``min(D, speakers - 1)`` (LDA has no more useful directions)."""
@@ -115,9 +124,9 @@ def fit_plda_backend(x: np.ndarray, labels: Sequence, lda_dim: int = 100) -> Pld
     speakers = len(np.unique(labels))
     if x.ndim != 2 or len(x) != len(labels):
         raise ValueError(f"embeddings {x.shape} and labels {labels.shape} do not match")
-    if speakers < 3 or len(x) <= speakers:
-        raise ValueError(f"PLDA needs at least 3 speakers and more utterances than speakers "
-                         f"({speakers} speakers, {len(x)} utterances)")
+    problem = training_set_problem(len(x), speakers)
+    if problem:
+        raise ValueError(problem)
     k = min(int(lda_dim), x.shape[1], speakers - 1)
     if k < int(lda_dim):
         log.info("PLDA: LDA dimension %d capped at %d (%d-dim embeddings, %d speakers)", lda_dim, k, x.shape[1],

@@ -20,7 +20,8 @@ from speechattn.data.dataset import load_features
 from typing import Callable
 
 from speechattn.data.kaldi_dir import KaldiDataError, read_table
-from speechattn.metrics.plda import PldaBackend, fit_plda_backend, load_plda_backend, save_plda_backend
+from speechattn.metrics.plda import (PldaBackend, fit_plda_backend, load_plda_backend, save_plda_backend,
+                                     training_set_problem)
 from speechattn.metrics.score_norm import Cohort, load_cohort, make_cohort, save_cohort
 from speechattn.tasks.sid_predictor import SpeakerEmbedder
 from speechattn.utils.fingerprint import state_dict_fingerprint
@@ -98,11 +99,11 @@ def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = N
     embeddings, utt2spk = training() if training else embed_training_set(embedder, train_dir)
     utts = sorted(embeddings)
     speakers = len(set(utt2spk.values()))
-    if speakers < 3 or len(utts) <= speakers:
-        log.warning("no PLDA back-end: %s has %d speakers and %d utterances (at least 3 speakers and more "
-                    "utterances than speakers are needed)", train_dir, speakers, len(utts))
+    problem = training_set_problem(len(utts), speakers)
+    if problem:
+        log.warning("no PLDA back-end for %s: %s", train_dir, problem)
         return None
     backend = fit_plda_backend(np.stack([embeddings[u] for u in utts]), [utt2spk[u] for u in utts], lda_dim)
     save_plda_backend(own, backend, fingerprint, source=str(train_dir), num_utterances=len(utts),
-                      num_speakers=len(set(utt2spk.values())))
-    return load_plda_backend(own, fingerprint)
+                      num_speakers=speakers)
+    return backend  # float64 arrays: the stored copy is identical (unlike the cohort's float32 ark)

@@ -122,8 +122,7 @@ def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_t
     min_dcf_at = {f"{p:g}": round(compute_min_dcf(target, nontarget, p_target=p)[0], 4) for p in (0.01, 0.05)}
     plot_det({title: det_curve(target, nontarget)}, out / "det.png", eer_points={title: eer},
              title=f"{title}: DET curve ({len(trials)} trials)")
-    atomic_write_text(out / "trial_scores.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
-                                                        for s, t in zip(scores, trials)))
+    _write_trial_scores(out / "trial_scores.txt", scores, trials)
     result = _verification_result(trials_path, trials, target, nontarget, p_target, eer, eer_threshold, min_dcf,
                                   dcf_threshold, min_dcf_at)
     if cohort is not None:
@@ -131,22 +130,30 @@ def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_t
 
         _, normed = score_trials_asnorm(trials, embeddings, cohort.vectors, top_n=top_n,
                                         subtract_mean=cohort.mean if subtract_mean else None)
-        n_eer, _ = compute_eer(normed[labels], normed[~labels])
-        n_dcf, _ = compute_min_dcf(normed[labels], normed[~labels], p_target=p_target)
-        result["asnorm"] = {"eer": round(100 * n_eer, 3), "min_dcf": round(n_dcf, 4), "top_n": top_n,
-                            "subtract_mean": subtract_mean, "cohort_speakers": len(cohort.speakers),
+        result["asnorm"] = {**_other_scores(out / "trial_scores_asnorm.txt", normed, trials, labels, p_target),
+                            "top_n": top_n, "subtract_mean": subtract_mean, "cohort_speakers": len(cohort.speakers),
                             "cohort_source": cohort.source}
-        atomic_write_text(out / "trial_scores_asnorm.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
-                                                                   for s, t in zip(normed, trials)))
     if plda is not None:
         llr = plda.score(np.stack([embeddings[t[1]] for t in trials]), np.stack([embeddings[t[2]] for t in trials]))
-        p_eer, _ = compute_eer(llr[labels], llr[~labels])
-        p_dcf, _ = compute_min_dcf(llr[labels], llr[~labels], p_target=p_target)
-        result["plda"] = {"eer": round(100 * p_eer, 3), "min_dcf": round(p_dcf, 4),
+        result["plda"] = {**_other_scores(out / "trial_scores_plda.txt", llr, trials, labels, p_target),
                           "lda_dim": int(plda.lda.shape[1])}
-        atomic_write_text(out / "trial_scores_plda.txt", "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n"
-                                                                 for s, t in zip(llr, trials)))
     return result
+
+
+def _write_trial_scores(path: Path, scores: np.ndarray, trials: list) -> None:
+    """``SCORE LABEL UTT1 UTT2`` per trial."""
+    atomic_write_text(path, "".join(f"{s:.6f} {t[0]} {t[1]} {t[2]}\n" for s, t in zip(scores, trials)))
+
+
+def _other_scores(path: Path, scores: np.ndarray, trials: list, labels: np.ndarray, p_target: float
+                  ) -> dict[str, float]:
+    """EER (%) and minDCF of another scoring of the same trials (AS-norm, PLDA), its scores written to ``path``."""
+    from speechattn.metrics.verification import compute_eer, compute_min_dcf
+
+    _write_trial_scores(path, scores, trials)
+    eer, _ = compute_eer(scores[labels], scores[~labels])
+    min_dcf, _ = compute_min_dcf(scores[labels], scores[~labels], p_target=p_target)
+    return {"eer": round(100 * eer, 3), "min_dcf": round(min_dcf, 4)}
 
 
 def _verification_result(trials_path: Path, trials: list, target: np.ndarray, nontarget: np.ndarray,
