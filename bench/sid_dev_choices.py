@@ -3,7 +3,9 @@ full-length embeddings vs the mean of crops, and raw cosine vs AS-norm vs LDA + 
 
     .venv/bin/python bench/sid_dev_choices.py --work-dir recipes/speechocean762/sid [--checkpoint model.pt]
 
-- identification (``exp/ident``): top-1 on ``data/ident_dev`` (one utterance per speaker, never trained on);
+- identification (``exp/ident``): top-1 on ``data/ident_dev`` (one utterance per speaker, never trained on)
+  by the model's head, by LDA + PLDA with the training speakers enrolled by their ``data/ident_train``
+  recordings, and by the fusion of both (one per ``--lda-dims`` value);
 - verification (``exp/verif``): EER / minDCF on all trials among the training speakers the run held back
   for model selection (``trainer.dev_speakers``; the same seeded choice as training), AS-norm with a
   cohort of the other (trained) speakers, so that no dev speaker is in its own cohort; LDA + PLDA back-ends
@@ -23,9 +25,11 @@ import torch
 from speechattn.data.dataset import load_features
 from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers
 from speechattn.data.kaldi_dir import read_table
+from speechattn.metrics.identification import fuse_scores, topk_accuracy
 from speechattn.metrics.plda import fit_plda_backend
 from speechattn.metrics.score_norm import make_cohort, score_trials_asnorm
 from speechattn.metrics.verification import compute_eer, compute_min_dcf
+from speechattn.tasks.sid_cohort import embed_training_set
 from speechattn.tasks.sid_predictor import SpeakerEmbedder
 
 
@@ -41,16 +45,29 @@ def modes(crops: list[int]) -> list[tuple[str, str, int]]:
     return [("full", "full", 0)] + [(f"crops{c}", "crops", c) for c in crops]
 
 
-def ident(work: Path, checkpoint: str, crops: list[int]) -> dict:
+def ident(work: Path, checkpoint: str, crops: list[int], lda_dims: list[int]) -> dict:
     exp, dev = work / "exp" / "ident", work / "data" / "ident_dev"
     embedder = SpeakerEmbedder.from_exp_dir(exp, checkpoint)
     feats = load_features(dev, embedder.normalise)
     utt2spk = read_table(dev / "utt2spk")
+    train_emb, train_spk = embed_training_set(embedder, work / "data" / "ident_train")
+    train_utts = sorted(train_emb)
+    backends = {dim: fit_plda_backend(np.stack([train_emb[u] for u in train_utts]),
+                                      [train_spk[u] for u in train_utts], dim) for dim in lda_dims}
+    index = {s: i for i, s in enumerate(embedder.speakers)}
     result = {}
     for name, mode, c in modes(crops):
         emb = embed_all(embedder, feats, mode, c)
-        correct = sum(embedder.predict(torch.from_numpy(e))[0] == utt2spk[u] for u, e in emb.items())
-        result[name] = {"dev_top1": round(100 * correct / len(emb), 2), "utterances": len(emb)}
+        utts = sorted(emb)
+        targets = np.array([index[utt2spk[u]] for u in utts])
+        matrix = np.stack([emb[u] for u in utts])
+        head = embedder.scores(torch.from_numpy(matrix)).numpy()
+        row = {"utterances": len(utts), "dev_top1": round(100 * topk_accuracy(head, targets, (1,))[1], 2)}
+        for dim, backend in backends.items():  # the PLDA back-end alone and fused with the head (scoring's plda=true)
+            log_lik = backend.speaker_log_likelihoods(matrix, embedder.speakers)
+            row[f"lda{dim}_plda_top1"] = round(100 * topk_accuracy(log_lik, targets, (1,))[1], 2)
+            row[f"lda{dim}_fused_top1"] = round(100 * topk_accuracy(fuse_scores(head, log_lik), targets, (1,))[1], 2)
+        result[name] = row
     return result
 
 
@@ -106,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(1)
     out = {}
     if "ident" in args.tasks:
-        out["ident"] = ident(args.work_dir, args.checkpoint, args.crops)
+        out["ident"] = ident(args.work_dir, args.checkpoint, args.crops, args.lda_dims)
     if "verif" in args.tasks:
         out["verif"] = verif(args.work_dir, args.checkpoint, args.crops, args.top_n, args.dev_speakers,
                             args.lda_dims)

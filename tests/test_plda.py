@@ -88,6 +88,8 @@ def test_round_trip_and_refusals(tmp_path: Path) -> None:
     loaded = load_plda_backend(tmp_path / "plda", "a" * 64)
     np.testing.assert_array_equal(loaded.score(x[:4], x[4:8]), backend.score(x[:4], x[4:8]))
     assert loaded.lda_dim_asked == 6
+    np.testing.assert_array_equal(loaded.speaker_log_likelihoods(x[:4], [3, 0]),  # enrolled speakers kept
+                                  backend.speaker_log_likelihoods(x[:4], [3, 0]))
     meta = json.loads((tmp_path / "plda" / "plda.json").read_text())
     assert meta["lda_dim"] == 6 and meta["num_speakers"] == 30 and meta["source"] == "data/train"
     with pytest.raises(KaldiDataError, match=r"plda.json:0: .*retrain it with this model"):
@@ -114,3 +116,36 @@ def test_arrays_are_read_without_pickle(tmp_path: Path) -> None:
 def test_backend_dataclass_shapes() -> None:
     backend = PldaBackend(np.zeros(3), np.eye(3)[:, :2], np.zeros(2), np.eye(2), np.eye(2))
     assert backend.transform(np.ones((4, 3))).shape == (4, 2) and backend.score(np.ones((4, 3)), np.ones((4, 3))).shape == (4,)
+
+
+def test_speaker_log_likelihoods_are_the_predictive_densities() -> None:
+    x, labels = _speakers(seed=5)
+    backend = fit_plda_backend(x, labels, lda_dim=6)
+    rng = np.random.default_rng(6)
+    test, enrol = rng.standard_normal((4, 12)), rng.standard_normal((5, 12))
+    enrol_labels = np.array(["a", "b", "b", "b", "c"])
+    ll = backend.enrol(enrol, enrol_labels).speaker_log_likelihoods(test, ["c", "b", "a"])
+    assert ll.shape == (4, 3)
+    # one enrolment vector: minus the marginal density of the test vector, it is the pairwise LLR
+    total = backend.between + backend.within
+    marginal = multivariate_normal(np.zeros(6), total).logpdf(backend.transform(test) - backend.plda_mean)
+    np.testing.assert_allclose(ll[:, 2] - marginal, backend.score(enrol[:1].repeat(4, 0), test), rtol=1e-8, atol=1e-8)
+    # three enrolment vectors: the Gaussian posterior predictive, evaluated directly
+    t = backend.transform(test) - backend.plda_mean
+    e = backend.transform(enrol[1:4]) - backend.plda_mean
+    b_inv, w_inv = np.linalg.inv(backend.between), np.linalg.inv(backend.within)
+    post = np.linalg.inv(b_inv + 3 * w_inv)
+    mean = post @ (3 * w_inv @ e.mean(0))
+    direct = multivariate_normal(mean, post + backend.within).logpdf(t)
+    np.testing.assert_allclose(ll[:, 1], direct, rtol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match="not enrolled.*'d'"):
+        backend.enrol(enrol, enrol_labels).speaker_log_likelihoods(test, ["a", "d"])
+
+
+def test_enrolled_speakers_are_identified() -> None:
+    x, labels = _speakers(num_speakers=25, per_speaker=9, seed=7)
+    enrol = np.arange(len(labels)) % 9 != 0       # 8 enrolment vectors per speaker, the 9th to identify
+    backend = fit_plda_backend(x[enrol], labels[enrol], lda_dim=10)  # enrols its training speakers
+    ll = backend.speaker_log_likelihoods(x[~enrol], list(range(25)))
+    assert np.mean(ll.argmax(1) == labels[~enrol]) >= 0.9
+    assert list(backend.enrol_counts) == [8] * 25

@@ -7,6 +7,7 @@ couple of epochs. The corpus is written as real Kaldi data dirs with the package
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import kaldiio
@@ -276,6 +277,43 @@ def test_score_identification_and_verification(exp: Path, corpus: Path, tmp_path
     results_main(["task=sid", f"exp_root={exp_root}", f"output={tmp_path / 'RESULTS.md'}"])
     table = (tmp_path / "RESULTS.md").read_text()
     assert f"{scores['identification']['top1']:.2f}" in table and f"{verif['eer']:.2f}" in table
+
+
+def test_identification_by_plda_and_by_the_fusion_of_head_and_plda(exp: Path, corpus: Path, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    test_dir = corpus / "test"
+    out = tmp_path / "decode"
+    infer_dir(exp, test_dir, out)
+    cfg = OmegaConf.create({"task": "sid", "exp_dir": str(exp), "ref_dir": str(test_dir), "hyp_dir": str(out),
+                            "output_dir": str(tmp_path / "scores"), "plda": True, "plda_lda_dim": 100,
+                            "embedding_plot_method": "pca"})
+    ident = score_sid(cfg)["identification"]
+    assert ident["plda"]["lda_dim"] == len(SPEAKERS) - 1 and (exp / "plda" / "plda.json").is_file()
+    utt2spk = read_table(test_dir / "utt2spk")
+    fused = read_table(tmp_path / "scores" / "predictions_fused.txt")
+    assert sorted(fused) == sorted(utt2spk)
+    assert ident["fused"]["top1"] == pytest.approx(100 * np.mean([fused[u] == s for u, s in utt2spk.items()]),
+                                                   abs=0.01)
+    assert ident["plda"]["top5"] == ident["fused"]["top5"] == 100.0  # 3 speakers
+    from speechattn.bin.results_table import sid_row
+    row = sid_row(exp, {"identification": ident})
+    assert row["top1_plda"] == f"{ident['plda']['top1']:.2f}" and row["top1_fused"] == f"{ident['fused']['top1']:.2f}"
+    # The stored back-end holds the enrolled speakers: scoring again needs no training features; without
+    # them and without a stored back-end the head's scores are still given, with a warning.
+    feats, stored = corpus / "train" / "feats.scp", exp / "plda"
+    feats.rename(feats.with_suffix(".away"))
+    try:
+        again = score_sid(OmegaConf.merge(cfg, {"output_dir": str(tmp_path / "scores2")}))["identification"]
+        stored.rename(tmp_path / "plda_away")
+        with caplog.at_level(logging.WARNING):
+            alone = score_sid(OmegaConf.merge(cfg, {"output_dir": str(tmp_path / "scores3")}))["identification"]
+    finally:
+        feats.with_suffix(".away").rename(feats)
+        if (tmp_path / "plda_away").exists():
+            (tmp_path / "plda_away").rename(stored)
+    assert again["fused"] == ident["fused"] and again["plda"] == ident["plda"]
+    assert "plda" not in alone and alone["top1"] == ident["top1"]
+    assert "no PLDA identification scores" in caplog.text and str(feats) in caplog.text
 
 
 def test_synthetic_speakers_are_learned(exp: Path) -> None:

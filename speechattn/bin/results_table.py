@@ -36,7 +36,8 @@ def phone_row(exp: Path, scores: dict) -> dict[str, str]:
 
 SID_COLUMNS = [("experiment", "experiment"), ("params (M)", "params"), ("encoder", "encoder"),
                ("pooling / head", "head"), ("test set", "test_set"), ("speakers", "speakers"),
-               ("top-1 (%)", "top1"), ("top-5 (%)", "top5"), ("EER (%)", "eer"), ("minDCF", "min_dcf"),
+               ("top-1 (%)", "top1"), ("top-5 (%)", "top5"), ("top-1 PLDA (%)", "top1_plda"),
+               ("top-1 head + PLDA (%)", "top1_fused"), ("EER (%)", "eer"), ("minDCF", "min_dcf"),
                ("EER AS-norm (%)", "eer_asnorm"), ("minDCF AS-norm", "min_dcf_asnorm"),
                ("EER PLDA (%)", "eer_plda"), ("minDCF PLDA", "min_dcf_plda"), ("dev acc. (%)", "best_valid_accuracy"), ("epochs", "epochs"), ("train time (min)", "train_minutes")]
 
@@ -59,6 +60,8 @@ def sid_row(exp: Path, scores: dict) -> dict[str, str]:
             "head": f"{sid.get('pooling', '?')} / {sid.get('head', '?')}" if sid else "",
             "test_set": f"{Path(scores.get('ref_dir', '')).name}{trials}", "speakers": speakers,
             "top1": f"{ident['top1']:.2f}" if ident else "", "top5": f"{ident['top5']:.2f}" if ident else "",
+            "top1_plda": f"{ident['plda']['top1']:.2f}" if "plda" in ident else "",
+            "top1_fused": f"{ident['fused']['top1']:.2f}" if "fused" in ident else "",
             "eer": f"{verif['eer']:.2f}" if verif else "",
             "min_dcf": f"{verif['min_dcf']:.3f}{p_target}" if verif else "",
             "eer_asnorm": f"{norm['eer']:.2f}" if norm else "", "min_dcf_asnorm": f"{norm['min_dcf']:.3f}" if norm else "",

@@ -49,3 +49,21 @@ def topk_accuracy(scores: Any, targets: Any, ks: Sequence[int] = (1, 5)) -> dict
     # Rank of the target = number of other classes scoring at least as high (ties count against it).
     rank = (score_array >= target_scores[:, None]).sum(axis=1) - 1
     return {int(k): float(np.mean(rank < int(k))) for k in ks}
+
+
+def fuse_scores(*scores: Any) -> np.ndarray:
+    """Equal-weight fusion of closed-set scores of different kinds (e.g. cosine and log-likelihood):
+    each ``(N, C)`` matrix is standardised per row (mean 0, standard deviation 1 over the C classes, so
+    that its scale does not matter), then they are summed.
+
+    Example:
+        >>> fuse_scores(np.array([[0.1, 0.7, 0.2]]), np.array([[-30.0, -20.0, -10.0]])).round(3)
+        array([[-2.114,  1.397,  0.717]])
+    """
+    arrays = [_to_numpy(s).astype(np.float64) for s in scores]
+    if not arrays or any(a.ndim != 2 or a.shape != arrays[0].shape for a in arrays):
+        raise ValueError(f"fusion needs (N, C) score matrices of one shape, got {[a.shape for a in arrays]}")
+    fused = np.zeros_like(arrays[0])
+    for a in arrays:
+        fused += (a - a.mean(1, keepdims=True)) / np.maximum(a.std(1, keepdims=True), 1e-12)
+    return fused

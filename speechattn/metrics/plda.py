@@ -1,4 +1,5 @@
-"""LDA + PLDA back-end for speaker verification (Kaldi's x-vector back-end, on our embeddings).
+"""LDA + PLDA back-end for speaker verification and identification (Kaldi's x-vector back-end, on our
+embeddings).
 
 Kaldi's x-vector recipes (``egs/voxceleb/v2``) do not score x-vectors by cosine: they centre the vectors
 on the training mean, project them with LDA, length-normalise and score with a PLDA model trained on the
@@ -14,6 +15,15 @@ training speakers' utterances. This module does the same with numpy/scipy:
    log-likelihood ratio of "same speaker" against "different speakers" for one enrolment vector::
 
        LLR(a, b) = log N([a; b]; [mu; mu], [[T, B], [B, T]]) - log N(a; mu, T) - log N(b; mu, T),   T = B + W
+
+For closed-set identification, :meth:`PldaBackend.speaker_log_likelihoods` scores a test vector against
+every speaker enrolled with ``n`` vectors (their training recordings, enrolled when the back-end is
+trained and stored with it) by the posterior predictive density
+of the same model: with ``y`` given the ``n`` enrolment vectors of mean ``m``,
+``y | enrolment ~ N(S n W^-1 m, S)``, ``S = (B^-1 + n W^-1)^-1``, so a test vector of that speaker is
+``N(S n W^-1 m, S + W)``. For ``n = 1`` its difference with ``log N(b; mu, T)`` is ``LLR(a, b)`` above
+(tested). It is computed in the basis that makes ``W`` the identity and ``B`` diagonal, where every
+covariance is diagonal.
 
 No well-kept Python PLDA package exists (the ``plda`` package on PyPI has been unmaintained since 2020;
 SpeechBrain's ``PLDA_LDA`` would bring the whole toolkit), so the ~40 lines below are tested against the
@@ -37,6 +47,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -87,6 +98,11 @@ class PldaBackend:
     between: np.ndarray
     within: np.ndarray
     lda_dim_asked: int = 0  # the lda_dim it was trained with (before capping): a different one retrains it
+    # the training speakers enrolled for identification: names (S,), vectors per speaker (S,), mean of their
+    # transformed vectors minus plda_mean (S, k); None in a back-end stored before identification used it
+    enrol_speakers: np.ndarray | None = None
+    enrol_counts: np.ndarray | None = None
+    enrol_means: np.ndarray | None = None
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(N, D)`` embeddings -> ``(N, k)``: centred, projected, length-normalised."""
@@ -105,6 +121,45 @@ class PldaBackend:
         constant = 0.5 * (2 * np.linalg.slogdet(total)[1] - np.linalg.slogdet(joint)[1])
         return (constant + 0.5 * np.einsum("ij,jk,ik->i", a, q, a) + 0.5 * np.einsum("ij,jk,ik->i", b, q, b)
                 - np.einsum("ij,jk,ik->i", a, p, b))
+
+    def enrol(self, x: np.ndarray, labels: Sequence) -> "PldaBackend":
+        """The back-end with the speakers of ``labels`` ``(M,)`` enrolled by their vectors ``x`` ``(M, D)``."""
+        labels = np.asarray(labels)
+        speakers = np.unique(labels)
+        t = self.transform(x) - self.plda_mean
+        counts = np.array([np.sum(labels == s) for s in speakers], dtype=np.int64)
+        means = np.stack([t[labels == s].mean(0) for s in speakers])
+        return dataclasses.replace(self, enrol_speakers=speakers.astype(str), enrol_counts=counts, enrol_means=means)
+
+    def speaker_log_likelihoods(self, test: np.ndarray, speakers: Sequence) -> np.ndarray:
+        """Log density of each test vector under each enrolled speaker (module docstring).
+
+        Args:
+            test: ``(N, D)`` embeddings to identify.
+            speakers: the ``S`` enrolled speakers (:meth:`enrol`; :func:`fit_plda_backend` enrols the
+                training speakers) to score, in column order.
+
+        Returns:
+            ``(N, S)`` log densities (of the centred, projected, length-normalised test vectors).
+        """
+        if self.enrol_speakers is None:
+            raise ValueError("no enrolled speakers in this PLDA back-end (enrol them first)")
+        row = {str(s): i for i, s in enumerate(self.enrol_speakers)}
+        missing = [s for s in speakers if str(s) not in row]
+        if missing:
+            raise ValueError(f"{len(missing)} speaker(s) not enrolled in the PLDA back-end, e.g. {missing[0]!r}")
+        pick = np.array([row[str(s)] for s in speakers], dtype=np.int64)
+        counts, means = self.enrol_counts[pick].astype(np.float64), self.enrol_means[pick]
+        psi, basis = scipy.linalg.eigh(self.between, self.within)  # basis.T W basis = I, basis.T B basis = diag(psi)
+        psi = np.maximum(psi, 0.0)
+        u = (self.transform(test) - self.plda_mean) @ basis                           # (N, k)
+        means = means @ basis                                                         # (S, k)
+        shrink = counts[:, None] * psi / (1.0 + counts[:, None] * psi)                # posterior mean / enrolment mean
+        centre = shrink * means                                                       # (S, k)
+        var = 1.0 + psi / (1.0 + counts[:, None] * psi)                               # predictive variances (S, k)
+        quad = (u ** 2) @ (1.0 / var).T - 2.0 * u @ (centre / var).T + np.sum(centre ** 2 / var, axis=1)
+        log_det = np.sum(np.log(var), axis=1) - 2.0 * np.log(abs(np.linalg.det(basis)))
+        return -0.5 * (quad + log_det + u.shape[1] * np.log(2 * np.pi))
 
 
 def training_set_problem(num_utterances: int, num_speakers: int) -> str | None:
@@ -138,7 +193,8 @@ def fit_plda_backend(x: np.ndarray, labels: Sequence, lda_dim: int = 100) -> Pld
     lda = vectors[:, np.argsort(values)[::-1][:k]]
     projected = _l2(centred @ lda)
     plda_mean, plda_within, plda_between = _scatter(projected, labels)
-    return PldaBackend(mean, lda, plda_mean, plda_between, plda_within + _RIDGE * np.eye(k), int(lda_dim))
+    backend = PldaBackend(mean, lda, plda_mean, plda_between, plda_within + _RIDGE * np.eye(k), int(lda_dim))
+    return backend.enrol(x, labels)
 
 
 def save_plda_backend(out_dir: str | os.PathLike, backend: PldaBackend, model_fingerprint: str,
@@ -147,8 +203,11 @@ def save_plda_backend(out_dir: str | os.PathLike, backend: PldaBackend, model_fi
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(out_dir / "plda.npz", "wb") as f:
+        enrolled = ({} if backend.enrol_speakers is None else
+                    {"enrol_speakers": backend.enrol_speakers.astype(str), "enrol_counts": backend.enrol_counts,
+                     "enrol_means": backend.enrol_means})
         np.savez(f, mean=backend.mean, lda=backend.lda, plda_mean=backend.plda_mean, between=backend.between,
-                 within=backend.within)
+                 within=backend.within, **enrolled)
     meta = {"format": PLDA_FORMAT, "model_fingerprint": model_fingerprint, "embed_dim": int(backend.lda.shape[0]),
             "lda_dim": int(backend.lda.shape[1]), "lda_dim_asked": backend.lda_dim_asked, "num_speakers": num_speakers, "num_utterances": num_utterances,
             "source": source}
@@ -176,11 +235,16 @@ def load_plda_backend(plda_dir: str | os.PathLike, model_fingerprint: str | None
                              f"the model scoring now is {model_fingerprint[:12]}...: retrain it with this model")
     try:
         with np.load(arrays, allow_pickle=False) as z:
+            enrolled = ([z["enrol_speakers"], z["enrol_counts"], z["enrol_means"]] if "enrol_speakers" in z.files
+                        else [None, None, None])
             backend = PldaBackend(z["mean"], z["lda"], z["plda_mean"], z["between"], z["within"],
-                                  int(meta.get("lda_dim_asked", 0)))
+                                  int(meta.get("lda_dim_asked", 0)), *enrolled)
     except (OSError, ValueError, KeyError) as e:
         raise KaldiDataError(f"{arrays}:0: unreadable PLDA arrays ({e})") from None
     k = backend.lda.shape[1]
-    if backend.lda.shape[0] != meta.get("embed_dim") or backend.between.shape != (k, k) or backend.within.shape != (k, k):
+    bad_enrolment = backend.enrol_speakers is not None and (
+        backend.enrol_means.shape != (len(backend.enrol_speakers), k) or backend.enrol_counts.shape != backend.enrol_speakers.shape)
+    if (backend.lda.shape[0] != meta.get("embed_dim") or backend.between.shape != (k, k)
+            or backend.within.shape != (k, k) or bad_enrolment):
         raise KaldiDataError(f"{arrays}:0: array shapes do not match {path.name} (lda {backend.lda.shape})")
     return backend

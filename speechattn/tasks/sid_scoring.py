@@ -8,6 +8,10 @@ What is scored depends on the reference directory (``ref_dir/utt2spk``):
 - **identification** when every reference speaker is a training speaker (closed set, e.g. ident_test):
   top-1 and top-5 accuracy, from the embeddings (``hyp_dir/embeddings.scp``) scored against every
   training speaker by the model's head (the top-1 agrees with ``predictions.txt``, checked);
+  with ``plda=true`` also by the LDA + PLDA back-end with every training speaker enrolled by its training
+  recordings (:meth:`~speechattn.metrics.plda.PldaBackend.speaker_log_likelihoods`), and by the fusion of
+  the head's and PLDA's scores (:func:`~speechattn.metrics.identification.fuse_scores`; its top-1 per
+  utterance in ``predictions_fused.txt``): side by side in ``scores.json`` (``plda``, ``fused``);
 - **verification** when ``trials`` (default ``ref_dir/trials``) exists: each ``LABEL UTT1 UTT2`` trial is
   the cosine of the two embeddings; EER and minDCF (``p_target``, default 0.01) with
   :mod:`speechattn.metrics.verification`, and a DET curve (``det.png``).
@@ -73,9 +77,12 @@ def describe_encoder(embedder: SpeakerEmbedder) -> str:
 
 
 def score_identification(embedder, embeddings: dict[str, np.ndarray], utt2spk: dict[str, str],
-                         predictions: dict[str, str] | None) -> dict[str, Any]:
-    """Top-1/top-5 accuracy (%) of the closed-set speaker scores of every reference utterance."""
-    from speechattn.metrics.identification import topk_accuracy
+                         predictions: dict[str, str] | None, plda: Any = None,
+                         out: Path | None = None) -> dict[str, Any]:
+    """Top-1/top-5 accuracy (%) of the closed-set speaker scores of every reference utterance; with a
+    ``plda`` back-end that has the training speakers enrolled also of PLDA's and the fused scores
+    (``out/predictions_fused.txt``: the fused top-1)."""
+    from speechattn.metrics.identification import fuse_scores, topk_accuracy
 
     utts = sorted(utt2spk)
     missing = [u for u in utts if u not in embeddings]
@@ -94,6 +101,16 @@ def score_identification(embedder, embeddings: dict[str, np.ndarray], utt2spk: d
         if disagree:
             log.warning("%d predictions.txt entries differ from the top-1 of the stored embeddings", disagree)
         result["predictions_disagreeing"] = disagree
+    if plda is not None:
+        log_lik = plda.speaker_log_likelihoods(matrix.numpy(), embedder.speakers)  # (N, S)
+        fused = fuse_scores(scores, log_lik)
+        for key, kind in (("plda", log_lik), ("fused", fused)):
+            acc = topk_accuracy(kind, targets, ks=(1, 5))
+            result[key] = {"top1": round(100 * acc[1], 2), "top5": round(100 * acc[5], 2)}
+        result["plda"]["lda_dim"] = int(plda.lda.shape[1])
+        if out is not None:
+            lines = [f"{u} {embedder.speakers[b]}\n" for u, b in zip(utts, fused.argmax(axis=1))]
+            atomic_write_text(out / "predictions_fused.txt", "".join(lines))
     return result
 
 
@@ -213,12 +230,43 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
     scores: dict[str, Any] = {**facts, "ref_dir": str(ref_dir), "hyp_dir": str(hyp_dir),
                               "score_kind": embedder.score_kind}
 
+    from speechattn.tasks.sid_cohort import PLDA_DIR, cohort_for, embed_training_set, plda_for
+
+    cache: dict[str, Any] = {}
+
+    def training() -> Any:  # the training speakers' embeddings, computed once for the cohort, PLDA, enrolment
+        if "embedded" not in cache:
+            cache["embedded"] = embed_training_set(embedder, Path(embedder.config["data"]["train_dir"]))
+        return cache["embedded"]
+
+    def plda_backend() -> Any:
+        given = cfg.get("plda_dir")
+        return plda_for(embedder, exp_dir, Path(given) if given else None, int(cfg.get("plda_lda_dim", 100)),
+                        training=training)
+
     unseen = sorted(set(utt2spk.values()) - set(embedder.speakers))
     if not unseen:
-        scores["identification"] = score_identification(embedder, embeddings, utt2spk, predictions)
+        plda = None
+        if cfg.get("plda", False):
+            train_feats = Path(embedder.config["data"]["train_dir"]) / "feats.scp"
+            stored = Path(cfg.plda_dir) if cfg.get("plda_dir") else exp_dir / PLDA_DIR
+            if train_feats.is_file() or (stored / "plda.json").is_file():
+                plda = plda_backend()
+                if plda is not None and plda.enrol_speakers is None:  # stored before identification used it
+                    embedded, speaker_of = training()
+                    utts = sorted(embedded)
+                    plda = plda.enrol(np.stack([embedded[u] for u in utts]), [speaker_of[u] for u in utts])
+            else:  # the head's scores need nothing more: score them, say what is missing
+                log.warning("%s: no PLDA identification scores: the training speakers' features %s are missing "
+                            "(run from the recipe's work dir)", name, train_feats)
+        scores["identification"] = score_identification(embedder, embeddings, utt2spk, predictions, plda, out)
         ident = scores["identification"]
         log.info("%s: identification top-1 %.2f%%, top-5 %.2f%% (%d utterances, %d speakers)", name,
                  ident["top1"], ident["top5"], ident["num_utterances"], ident["num_speakers"])
+        if "fused" in ident:
+            log.info("%s: identification by LDA(%d) + PLDA: top-1 %.2f%%; head + PLDA fused: top-1 %.2f%%, "
+                     "top-5 %.2f%%", name, ident["plda"]["lda_dim"], ident["plda"]["top1"], ident["fused"]["top1"],
+                     ident["fused"]["top5"])
     else:
         log.info("%s: %d of %d reference speakers are not training speakers: no identification scores", name,
                  len(unseen), len(set(utt2spk.values())))
@@ -227,23 +275,12 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
     if trials_path.is_file():
         if not unseen:
             log.warning("%s: verification trials on speakers the model was trained on (not an open-set test)", name)
-        from speechattn.tasks.sid_cohort import cohort_for, embed_training_set, plda_for
-
-        cache: dict[str, Any] = {}
-
-        def training() -> Any:  # the training speakers' embeddings, computed once for the cohort and PLDA
-            if "embedded" not in cache:
-                cache["embedded"] = embed_training_set(embedder, Path(embedder.config["data"]["train_dir"]))
-            return cache["embedded"]
-
         cohort = plda = None
         if cfg.get("asnorm", False):
             given = cfg.get("asnorm_cohort")
             cohort = cohort_for(embedder, exp_dir, Path(given) if given else None, training=training)
         if cfg.get("plda", False):
-            given = cfg.get("plda_dir")
-            plda = plda_for(embedder, exp_dir, Path(given) if given else None, int(cfg.get("plda_lda_dim", 100)),
-                            training=training)
+            plda = plda_backend()
         verif = score_verification(trials_path, embeddings, float(cfg.get("p_target", 0.01)), out, name, cohort,
                                    int(cfg.get("asnorm_top_n", 100)), bool(cfg.get("asnorm_subtract_mean", False)),
                                    plda)
