@@ -284,3 +284,48 @@ def test_plda_is_skipped_with_a_warning_below_three_training_speakers(verif_exp:
         assert plda_for(embedder, tmp_path, training=lambda: (embeddings, utt2spk)) is None
     assert "no PLDA back-end" in caplog.text and "2 speakers" in caplog.text
     assert not (tmp_path / "plda").exists()
+
+
+def test_plda_with_speed_perturbed_copies_of_the_training_recordings(verif_exp: Path, corpus6: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    import speechattn.tasks.sid_cohort as sid_cohort
+    from speechattn.data.audio import load_audio
+    from speechattn.data.speed_perturb import apply_speed
+    embedder = SpeakerEmbedder.from_exp_dir(verif_exp)
+    exp = tmp_path / "exp"
+    backend = sid_cohort.plda_for(embedder, exp, speeds=[0.9, 1.1])
+    meta = json.loads((exp / "plda" / "plda.json").read_text())
+    assert meta["speeds"] == [0.9, 1.1] and backend.speeds == (0.9, 1.1)
+    assert meta["num_speakers"] == 3 * len(SIX) and meta["num_utterances"] == 3 * 4 * len(SIX)  # each speed a speaker
+    assert sorted(backend.enrol_speakers) == SIX and list(backend.enrol_counts) == [4] * len(SIX)  # unperturbed only
+    wav = read_table(corpus6 / "train" / "wav.scp")
+    utt = sorted(wav)[0]
+    [(got_utt, speed, vector)] = sid_cohort.embed_training_set_at_speeds(embedder, corpus6 / "train", [utt], [0.9])
+    expected = embedder.embed_waveform(apply_speed(load_audio(wav[utt]), 16000, 0.9), utt)
+    assert got_utt == utt and speed == 0.9
+    np.testing.assert_allclose(vector, expected.numpy(), rtol=1e-5, atol=1e-6)
+    calls = []
+    at_speeds = sid_cohort.embed_training_set_at_speeds
+    monkeypatch.setattr(sid_cohort, "embed_training_set_at_speeds", lambda *a: calls.append(a) or at_speeds(*a))
+    assert sid_cohort.plda_for(embedder, exp, speeds=[0.9, 1.1]).speeds == (0.9, 1.1) and not calls  # stored: reused
+    assert sid_cohort.plda_for(embedder, exp, speeds=[]).speeds == () and not calls  # other speeds: retrained
+    assert json.loads((exp / "plda" / "plda.json").read_text())["num_speakers"] == len(SIX)
+    # bad input: no wav.scp, a recording that is not there (the wav.scp line is named)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(KaldiDataError, match=r"bare/wav.scp:0: missing.*plda_speeds=\[\]"):
+        at_speeds(embedder, bare, [utt], [0.9])
+    (bare / "wav.scp").write_text(f"{utt} {tmp_path / 'gone.flac'}\n")
+    with pytest.raises(Exception, match=r"wav.scp:1"):
+        at_speeds(embedder, bare, [utt], [0.9])
+
+
+def test_plda_speeds_auto_follows_the_models_training(verif_exp: Path) -> None:
+    from speechattn.tasks.sid_scoring import plda_speeds
+    trained_with_speeds = SpeakerEmbedder.from_exp_dir(verif_exp).config  # augment=speaker: speeds as new speakers
+    assert plda_speeds("auto", trained_with_speeds) == [0.9, 1.1]
+    assert plda_speeds("auto", OmegaConf.merge(trained_with_speeds, {"augment": {"speed": {"as_new_speaker": False}}})) == []
+    assert plda_speeds("auto", {"augment": {"enabled": False}}) == [] and plda_speeds("auto", {}) == []
+    assert plda_speeds([1.2], {}) == [1.2] and plda_speeds(None, {}) == []
+    with pytest.raises(ValueError, match="plda_speeds must be 'auto' or a list"):
+        plda_speeds("fast", {})

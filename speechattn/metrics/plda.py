@@ -103,6 +103,7 @@ class PldaBackend:
     enrol_speakers: np.ndarray | None = None
     enrol_counts: np.ndarray | None = None
     enrol_means: np.ndarray | None = None
+    speeds: tuple[float, ...] = ()  # speed factors of the extra training copies (each a PLDA speaker); () none
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(N, D)`` embeddings -> ``(N, k)``: centred, projected, length-normalised."""
@@ -210,7 +211,7 @@ def save_plda_backend(out_dir: str | os.PathLike, backend: PldaBackend, model_fi
                  within=backend.within, **enrolled)
     meta = {"format": PLDA_FORMAT, "model_fingerprint": model_fingerprint, "embed_dim": int(backend.lda.shape[0]),
             "lda_dim": int(backend.lda.shape[1]), "lda_dim_asked": backend.lda_dim_asked, "num_speakers": num_speakers, "num_utterances": num_utterances,
-            "source": source}
+            "speeds": list(backend.speeds), "source": source}
     path = out_dir / "plda.json"
     atomic_write_text(path, json.dumps(meta, indent=1) + "\n")
     return path
@@ -238,7 +239,8 @@ def load_plda_backend(plda_dir: str | os.PathLike, model_fingerprint: str | None
             enrolled = ([z["enrol_speakers"], z["enrol_counts"], z["enrol_means"]] if "enrol_speakers" in z.files
                         else [None, None, None])
             backend = PldaBackend(z["mean"], z["lda"], z["plda_mean"], z["between"], z["within"],
-                                  int(meta.get("lda_dim_asked", 0)), *enrolled)
+                                  int(meta.get("lda_dim_asked", 0)), *enrolled,
+                                  tuple(float(f) for f in meta.get("speeds", [])))
     except (OSError, ValueError, KeyError) as e:
         raise KaldiDataError(f"{arrays}:0: unreadable PLDA arrays ({e})") from None
     k = backend.lda.shape[1]

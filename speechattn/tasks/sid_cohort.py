@@ -10,16 +10,19 @@ with the experiment's CMVN, embedded whole: :func:`embed_training_set`, computed
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from speechattn.data.dataset import load_features
-from typing import Callable
+from typing import Callable, Sequence
 
-from speechattn.data.kaldi_dir import KaldiDataError, read_table
+from speechattn.data.audio import load_audio
+from speechattn.data.dataset import load_features
+from speechattn.data.kaldi_dir import KaldiDataError, read_table, read_table_entries
+from speechattn.data.speed_perturb import apply_speed
 from speechattn.metrics.plda import (PldaBackend, fit_plda_backend, load_plda_backend, save_plda_backend,
                                      training_set_problem)
 from speechattn.metrics.score_norm import Cohort, load_cohort, make_cohort, save_cohort
@@ -53,6 +56,28 @@ def embed_training_set(embedder: SpeakerEmbedder, train_dir: Path) -> TrainingEm
     return embeddings, {u: utt2spk[u] for u in embeddings}
 
 
+def embed_training_set_at_speeds(embedder: SpeakerEmbedder, train_dir: Path, utts: Sequence[str],
+                                 speeds: Sequence[float]) -> list[tuple[str, float, np.ndarray]]:
+    """Whole-recording embeddings of ``utts`` of ``train_dir`` (its ``wav.scp``) at each speed factor:
+    ``[(utt, speed, (D,))]``. Audio errors name the ``wav.scp`` line; commands in it are refused."""
+    wav_scp = train_dir / "wav.scp"
+    if not wav_scp.is_file():
+        raise KaldiDataError(f"{wav_scp}:0: missing: PLDA's speed-perturbed training recordings are read from it "
+                             f"(plda_speeds=[] trains PLDA without them)")
+    entries = read_table_entries(wav_scp, check_sorted=False)
+    out = []
+    with torch.no_grad():
+        for utt in utts:
+            if utt not in entries:
+                raise KaldiDataError(f"{wav_scp}:0: no recording for training utterance '{utt}'")
+            spec, line = entries[utt]
+            waveform = load_audio(spec, embedder.sample_rate, where=f"{wav_scp}:{line}")
+            for speed in speeds:
+                out.append((utt, float(speed), embedder.embed_waveform(apply_speed(waveform, embedder.sample_rate,
+                                                                                   float(speed)), utt).numpy()))
+    return out
+
+
 def _training_set_of(embedder: SpeakerEmbedder) -> Path:
     return Path(embedder.config["data"]["train_dir"])
 
@@ -80,20 +105,25 @@ def cohort_for(embedder: SpeakerEmbedder, exp_dir: Path, cohort_dir: Path | None
 
 
 def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = None, lda_dim: int = 100,
-             training: Callable[[], TrainingEmbeddings] | None = None) -> PldaBackend | None:
+             training: Callable[[], TrainingEmbeddings] | None = None,
+             speeds: Sequence[float] = ()) -> PldaBackend | None:
     """The LDA + PLDA back-end in ``plda_dir`` (default ``exp_dir/plda``, trained on the experiment's training
-    speakers when absent or made with another ``lda_dim``), checked against the embedder's weights; ``None``
-    (logged) when the training set has fewer than 3 speakers (quick runs), since PLDA cannot be trained."""
+    speakers when absent or made with another ``lda_dim`` or ``speeds``), checked against the embedder's
+    weights; ``None`` (logged) when the training set has fewer than 3 speakers (quick runs), since PLDA cannot
+    be trained. ``speeds``: the training recordings are also embedded at these speed factors, each speed of a
+    speaker a PLDA speaker of its own (as speed perturbation trains the models); the training speakers are
+    enrolled (identification) by their unperturbed recordings only."""
+    speeds = tuple(float(f) for f in speeds)
     fingerprint = state_dict_fingerprint(embedder.model.state_dict())
     if plda_dir is not None:
         return load_plda_backend(plda_dir, fingerprint)
     own = exp_dir / PLDA_DIR
     if (own / "plda.json").is_file():
         backend = load_plda_backend(own, fingerprint)
-        if backend.lda_dim_asked == lda_dim:
+        if backend.lda_dim_asked == lda_dim and backend.speeds == speeds:
             return backend
-        log.info("PLDA back-end in %s was trained with lda_dim=%d, %d asked: retraining it", own,
-                 backend.lda_dim_asked, lda_dim)
+        log.info("PLDA back-end in %s was trained with lda_dim=%d and speeds %s, lda_dim=%d and speeds %s asked: "
+                 "retraining it", own, backend.lda_dim_asked, list(backend.speeds), lda_dim, list(speeds))
     train_dir = _training_set_of(embedder)
     log.info("PLDA back-end: embedding the training speakers of %s -> %s", train_dir, own)
     embeddings, utt2spk = training() if training else embed_training_set(embedder, train_dir)
@@ -103,7 +133,15 @@ def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = N
     if problem:
         log.warning("no PLDA back-end for %s: %s", train_dir, problem)
         return None
-    backend = fit_plda_backend(np.stack([embeddings[u] for u in utts]), [utt2spk[u] for u in utts], lda_dim)
-    save_plda_backend(own, backend, fingerprint, source=str(train_dir), num_utterances=len(utts),
-                      num_speakers=speakers)
+    vectors, labels = [embeddings[u] for u in utts], [utt2spk[u] for u in utts]
+    if speeds:
+        log.info("PLDA back-end: embedding the %d training recordings at speeds %s as new speakers", len(utts),
+                 list(speeds))
+        for utt, speed, vector in embed_training_set_at_speeds(embedder, train_dir, utts, speeds):
+            vectors.append(vector)
+            labels.append(f"{utt2spk[utt]} {speed:g}")  # speakers have no spaces: never a real speaker's name
+    backend = fit_plda_backend(np.stack(vectors), labels, lda_dim)
+    backend = dataclasses.replace(backend, speeds=speeds).enrol(np.stack(vectors[:len(utts)]), labels[:len(utts)])
+    save_plda_backend(own, backend, fingerprint, source=str(train_dir), num_utterances=len(vectors),
+                      num_speakers=len(set(labels)))
     return backend  # float64 arrays: the stored copy is identical (unlike the cohort's float32 ark)

@@ -213,6 +213,19 @@ def plot_speaker_embeddings(embeddings: dict[str, np.ndarray], utt2spk: dict[str
                            seed=0, num_threads=1)
 
 
+def plda_speeds(option: Any, model_config: Any) -> list[float]:
+    """Speed factors of PLDA's extra training copies: ``option`` as given (a list; ``None`` = none), or with
+    ``"auto"`` the model's own training speeds when it trained each speed as a new speaker (docs/sid.md)."""
+    if option == "auto":
+        from speechattn.tasks.sid_augment import augment_config
+        aug = augment_config(model_config)
+        trained_as_speakers = aug.enabled and aug.speed.prob > 0 and aug.speed.as_new_speaker
+        return [float(f) for f in aug.speed.factors] if trained_as_speakers else []
+    if isinstance(option, str):
+        raise ValueError(f"plda_speeds must be 'auto' or a list of speed factors, got '{option}'")
+    return [float(f) for f in (option or [])]
+
+
 def score_sid(cfg: DictConfig) -> dict[str, Any]:
     """Score one speaker experiment (see the module docstring); returns what ``scores.json`` holds."""
     exp_dir, ref_dir, hyp_dir, out = Path(cfg.exp_dir), Path(cfg.ref_dir), Path(cfg.hyp_dir), Path(cfg.output_dir)
@@ -242,7 +255,7 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
     def plda_backend() -> Any:
         given = cfg.get("plda_dir")
         return plda_for(embedder, exp_dir, Path(given) if given else None, int(cfg.get("plda_lda_dim", 100)),
-                        training=training)
+                        training=training, speeds=plda_speeds(cfg.get("plda_speeds", None), embedder.config))
 
     unseen = sorted(set(utt2spk.values()) - set(embedder.speakers))
     if not unseen:
