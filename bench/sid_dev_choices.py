@@ -9,7 +9,8 @@ full-length embeddings vs the mean of crops, and raw cosine vs AS-norm vs LDA + 
 - verification (``exp/verif``): EER / minDCF on all trials among the training speakers the run held back
   for model selection (``trainer.dev_speakers``; the same seeded choice as training), AS-norm with a
   cohort of the other (trained) speakers, so that no dev speaker is in its own cohort; LDA + PLDA back-ends
-  (one per ``--lda-dims`` value) trained on the utterances of those trained speakers.
+  (one per ``--lda-dims`` value) trained on the utterances of those trained speakers, and with
+  ``--plda-speeds`` also on those recordings at other speeds (each speed a speaker of its own).
 
 Prints one JSON object. Not a test: numbers depend on the trained models.
 """
@@ -29,7 +30,7 @@ from speechattn.metrics.identification import fuse_scores, topk_accuracy
 from speechattn.metrics.plda import fit_plda_backend
 from speechattn.metrics.score_norm import make_cohort, score_trials_asnorm
 from speechattn.metrics.verification import compute_eer, compute_min_dcf
-from speechattn.tasks.sid_cohort import embed_training_set
+from speechattn.tasks.sid_cohort import embed_training_set, embed_training_set_at_speeds
 from speechattn.tasks.sid_predictor import SpeakerEmbedder
 
 
@@ -71,8 +72,22 @@ def ident(work: Path, checkpoint: str, crops: list[int], lda_dims: list[int]) ->
     return result
 
 
+def speed_copies(embedder: SpeakerEmbedder, work: Path, utts: list[str], utt2spk: dict[str, str],
+                 speeds: list[float]) -> tuple[list[np.ndarray], list[str]]:
+    """Embeddings of the trained speakers' recordings at ``speeds`` with their PLDA labels (scoring's
+    ``plda_speeds``: each speed of a speaker a speaker of its own)."""
+    vectors, labels = [], []
+    for name in ("verif_train", "verif_dev"):
+        d = work / "data" / name
+        mine = [u for u in utts if u in read_table(d / "utt2spk")]
+        for utt, speed, vector in embed_training_set_at_speeds(embedder, d, mine, speeds):
+            vectors.append(vector)
+            labels.append(f"{utt2spk[utt]} {speed:g}")
+    return vectors, labels
+
+
 def verif(work: Path, checkpoint: str, crops: list[int], top_n: int, fraction: float,
-          lda_dims: list[int]) -> dict:
+          lda_dims: list[int], speeds: list[float]) -> dict:
     exp = work / "exp" / "verif"
     embedder = SpeakerEmbedder.from_exp_dir(exp, checkpoint)
     utt2spk, feats = {}, {}
@@ -100,6 +115,13 @@ def verif(work: Path, checkpoint: str, crops: list[int], top_n: int, fraction: f
                                     [utt2spk[u] for u in cohort_utts], dim)
             kinds.append((f"lda{dim}_plda", plda.score(np.stack([dev_emb[t[1]] for t in trials]),
                                                        np.stack([dev_emb[t[2]] for t in trials]))))
+        if speeds and mode == "full":
+            extra, extra_labels = speed_copies(embedder, work, cohort_utts, utt2spk, speeds)
+            for dim in lda_dims:
+                plda = fit_plda_backend(np.stack([cohort_emb[u] for u in cohort_utts] + extra),
+                                        [utt2spk[u] for u in cohort_utts] + extra_labels, dim)
+                kinds.append((f"lda{dim}_plda_speeds", plda.score(np.stack([dev_emb[t[1]] for t in trials]),
+                                                                  np.stack([dev_emb[t[2]] for t in trials]))))
         row = {}
         for kind, scores in kinds:
             eer, _ = compute_eer(scores[labels], scores[~labels])
@@ -119,6 +141,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=["ident", "verif"])
     parser.add_argument("--lda-dims", type=int, nargs="*", default=[64, 100],
                         help="LDA dimensions of the PLDA back-ends to compare (capped at speakers - 1)")
+    parser.add_argument("--plda-speeds", type=float, nargs="*", default=[],
+                        help="verification: also PLDA trained with the trained speakers' recordings at these speeds, "
+                             "each speed a speaker of its own (scoring's plda_speeds)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = {}
@@ -126,7 +151,7 @@ def main() -> None:
         out["ident"] = ident(args.work_dir, args.checkpoint, args.crops, args.lda_dims)
     if "verif" in args.tasks:
         out["verif"] = verif(args.work_dir, args.checkpoint, args.crops, args.top_n, args.dev_speakers,
-                            args.lda_dims)
+                            args.lda_dims, args.plda_speeds)
     print(json.dumps(out, indent=1))
 
 
