@@ -159,7 +159,7 @@ class PldaBackend:
         centre = shrink * means                                                       # (S, k)
         var = 1.0 + psi / (1.0 + counts[:, None] * psi)                               # predictive variances (S, k)
         quad = (u ** 2) @ (1.0 / var).T - 2.0 * u @ (centre / var).T + np.sum(centre ** 2 / var, axis=1)
-        log_det = np.sum(np.log(var), axis=1) - 2.0 * np.log(abs(np.linalg.det(basis)))
+        log_det = np.sum(np.log(var), axis=1) - 2.0 * np.linalg.slogdet(basis)[1]  # slogdet: no overflow at k = 100
         return -0.5 * (quad + log_det + u.shape[1] * np.log(2 * np.pi))
 
 
