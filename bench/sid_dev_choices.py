@@ -79,7 +79,8 @@ def speed_copies(embedder: SpeakerEmbedder, work: Path, utts: list[str], utt2spk
     vectors, labels = [], []
     for name in ("verif_train", "verif_dev"):
         d = work / "data" / name
-        mine = [u for u in utts if u in read_table(d / "utt2spk")]
+        in_dir = read_table(d / "utt2spk")
+        mine = [u for u in utts if u in in_dir]
         for utt, speed, vector in embed_training_set_at_speeds(embedder, d, mine, speeds):
             vectors.append(vector)
             labels.append(f"{utt2spk[utt]} {speed:g}")

@@ -329,3 +329,19 @@ def test_plda_speeds_auto_follows_the_models_training(verif_exp: Path) -> None:
     assert plda_speeds([1.2], {}) == [1.2] and plda_speeds(None, {}) == []
     with pytest.raises(ValueError, match="plda_speeds must be 'auto' or a list"):
         plda_speeds("fast", {})
+
+
+def test_a_stored_plda_back_end_without_enrolled_speakers_gets_them_when_asked(verif_exp: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from speechattn.metrics.plda import save_plda_backend
+    from speechattn.tasks.sid_cohort import plda_for
+    from speechattn.utils.fingerprint import state_dict_fingerprint
+    embedder = SpeakerEmbedder.from_exp_dir(verif_exp)
+    backend = plda_for(embedder, tmp_path / "exp")
+    old = dataclasses.replace(backend, enrol_speakers=None, enrol_counts=None, enrol_means=None)  # as stored before
+    save_plda_backend(tmp_path / "old", old, state_dict_fingerprint(embedder.model.state_dict()))
+    assert plda_for(embedder, tmp_path / "exp", tmp_path / "old").enrol_speakers is None  # verification: as stored
+    again = plda_for(embedder, tmp_path / "exp", tmp_path / "old", enrolled=True)
+    assert sorted(again.enrol_speakers) == SIX
+    np.testing.assert_allclose(again.enrol_means, backend.enrol_means)

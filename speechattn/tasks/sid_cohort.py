@@ -32,7 +32,7 @@ from speechattn.utils.fingerprint import state_dict_fingerprint
 log = logging.getLogger(__name__)
 
 __all__ = ["COHORT_DIR", "PLDA_DIR", "cohort_for", "plda_for", "build_cohort", "embed_training_set",
-           "TrainingEmbeddings"]
+           "embed_training_set_at_speeds", "training_set_of", "TrainingEmbeddings"]
 
 COHORT_DIR = "cohort"
 PLDA_DIR = "plda"
@@ -78,7 +78,8 @@ def embed_training_set_at_speeds(embedder: SpeakerEmbedder, train_dir: Path, utt
     return out
 
 
-def _training_set_of(embedder: SpeakerEmbedder) -> Path:
+def training_set_of(embedder: SpeakerEmbedder) -> Path:
+    """The experiment's training data dir (``data.train_dir`` of its stored config)."""
     return Path(embedder.config["data"]["train_dir"])
 
 
@@ -98,7 +99,7 @@ def cohort_for(embedder: SpeakerEmbedder, exp_dir: Path, cohort_dir: Path | None
         return load_cohort(cohort_dir, fingerprint)
     own = exp_dir / COHORT_DIR
     if not (own / "cohort.json").is_file():
-        train_dir = _training_set_of(embedder)
+        train_dir = training_set_of(embedder)
         log.info("AS-norm cohort: embedding the training speakers of %s -> %s", train_dir, own)
         save_cohort(own, build_cohort(embedder, train_dir, fingerprint, training() if training else None))
     return load_cohort(own, fingerprint)
@@ -106,25 +107,34 @@ def cohort_for(embedder: SpeakerEmbedder, exp_dir: Path, cohort_dir: Path | None
 
 def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = None, lda_dim: int = 100,
              training: Callable[[], TrainingEmbeddings] | None = None,
-             speeds: Sequence[float] = ()) -> PldaBackend | None:
+             speeds: Sequence[float] = (), enrolled: bool = False) -> PldaBackend | None:
     """The LDA + PLDA back-end in ``plda_dir`` (default ``exp_dir/plda``, trained on the experiment's training
     speakers when absent or made with another ``lda_dim`` or ``speeds``), checked against the embedder's
     weights; ``None`` (logged) when the training set has fewer than 3 speakers (quick runs), since PLDA cannot
     be trained. ``speeds``: the training recordings are also embedded at these speed factors, each speed of a
     speaker a PLDA speaker of its own (as speed perturbation trains the models); the training speakers are
-    enrolled (identification) by their unperturbed recordings only."""
+    enrolled (identification) by their unperturbed recordings only. ``enrolled``: a stored back-end from
+    before identification used it (no enrolled speakers) gets the training speakers enrolled."""
     speeds = tuple(float(f) for f in speeds)
     fingerprint = state_dict_fingerprint(embedder.model.state_dict())
+
+    def with_speakers(backend: PldaBackend) -> PldaBackend:
+        if not enrolled or backend.enrol_speakers is not None:
+            return backend
+        embeddings, utt2spk = training() if training else embed_training_set(embedder, training_set_of(embedder))
+        utts = sorted(embeddings)
+        return backend.enrol(np.stack([embeddings[u] for u in utts]), [utt2spk[u] for u in utts])
+
     if plda_dir is not None:
-        return load_plda_backend(plda_dir, fingerprint)
+        return with_speakers(load_plda_backend(plda_dir, fingerprint))
     own = exp_dir / PLDA_DIR
     if (own / "plda.json").is_file():
         backend = load_plda_backend(own, fingerprint)
         if backend.lda_dim_asked == lda_dim and backend.speeds == speeds:
-            return backend
+            return with_speakers(backend)
         log.info("PLDA back-end in %s was trained with lda_dim=%d and speeds %s, lda_dim=%d and speeds %s asked: "
                  "retraining it", own, backend.lda_dim_asked, list(backend.speeds), lda_dim, list(speeds))
-    train_dir = _training_set_of(embedder)
+    train_dir = training_set_of(embedder)
     log.info("PLDA back-end: embedding the training speakers of %s -> %s", train_dir, own)
     embeddings, utt2spk = training() if training else embed_training_set(embedder, train_dir)
     utts = sorted(embeddings)

@@ -243,32 +243,29 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
     scores: dict[str, Any] = {**facts, "ref_dir": str(ref_dir), "hyp_dir": str(hyp_dir),
                               "score_kind": embedder.score_kind}
 
-    from speechattn.tasks.sid_cohort import PLDA_DIR, cohort_for, embed_training_set, plda_for
+    from speechattn.tasks.sid_cohort import PLDA_DIR, cohort_for, embed_training_set, plda_for, training_set_of
 
     cache: dict[str, Any] = {}
 
     def training() -> Any:  # the training speakers' embeddings, computed once for the cohort, PLDA, enrolment
         if "embedded" not in cache:
-            cache["embedded"] = embed_training_set(embedder, Path(embedder.config["data"]["train_dir"]))
+            cache["embedded"] = embed_training_set(embedder, training_set_of(embedder))
         return cache["embedded"]
 
-    def plda_backend() -> Any:
+    def plda_backend(enrolled: bool = False) -> Any:
         given = cfg.get("plda_dir")
         return plda_for(embedder, exp_dir, Path(given) if given else None, int(cfg.get("plda_lda_dim", 100)),
-                        training=training, speeds=plda_speeds(cfg.get("plda_speeds", None), embedder.config))
+                        training=training, speeds=plda_speeds(cfg.get("plda_speeds", None), embedder.config),
+                        enrolled=enrolled)
 
     unseen = sorted(set(utt2spk.values()) - set(embedder.speakers))
     if not unseen:
         plda = None
         if cfg.get("plda", False):
-            train_feats = Path(embedder.config["data"]["train_dir"]) / "feats.scp"
+            train_feats = training_set_of(embedder) / "feats.scp"
             stored = Path(cfg.plda_dir) if cfg.get("plda_dir") else exp_dir / PLDA_DIR
             if train_feats.is_file() or (stored / "plda.json").is_file():
-                plda = plda_backend()
-                if plda is not None and plda.enrol_speakers is None:  # stored before identification used it
-                    embedded, speaker_of = training()
-                    utts = sorted(embedded)
-                    plda = plda.enrol(np.stack([embedded[u] for u in utts]), [speaker_of[u] for u in utts])
+                plda = plda_backend(enrolled=True)
             else:  # the head's scores need nothing more: score them, say what is missing
                 log.warning("%s: no PLDA identification scores: the training speakers' features %s are missing "
                             "(run from the recipe's work dir)", name, train_feats)
