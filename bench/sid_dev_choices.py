@@ -10,7 +10,8 @@ full-length embeddings vs the mean of crops, and raw cosine vs AS-norm vs LDA + 
   for model selection (``trainer.dev_speakers``; the same seeded choice as training), AS-norm with a
   cohort of the other (trained) speakers, so that no dev speaker is in its own cohort; LDA + PLDA back-ends
   (one per ``--lda-dims`` value) trained on the utterances of those trained speakers, and with
-  ``--plda-speeds`` also on those recordings at other speeds (each speed a speaker of its own).
+  ``--plda-speeds`` also on those recordings at other speeds (each speed a speaker of its own); their scores
+  also AS-normalised against those speakers' recordings (``--plda-asnorm-top-n``).
 
 Prints one JSON object. Not a test: numbers depend on the trained models.
 """
@@ -27,8 +28,8 @@ from speechattn.data.dataset import load_features
 from speechattn.data.dev_trials import dev_trials, held_out_speaker_count, hold_out_speakers
 from speechattn.data.kaldi_dir import read_table
 from speechattn.metrics.identification import fuse_scores, topk_accuracy
-from speechattn.metrics.plda import fit_plda_backend
-from speechattn.metrics.score_norm import make_cohort, score_trials_asnorm
+from speechattn.metrics.plda import PldaBackend, fit_plda_backend
+from speechattn.metrics.score_norm import make_cohort, normalise_trial_scores, score_trials_asnorm
 from speechattn.metrics.verification import compute_eer, compute_min_dcf
 from speechattn.tasks.sid_cohort import embed_training_set, embed_training_set_at_speeds
 from speechattn.tasks.sid_predictor import SpeakerEmbedder
@@ -87,8 +88,16 @@ def speed_copies(embedder: SpeakerEmbedder, work: Path, utts: list[str], utt2spk
     return vectors, labels
 
 
+def plda_kinds(name: str, plda: PldaBackend, trials: list, dev_emb: dict, plda_top_ns: list[int]) -> list:
+    """``(kind, scores)`` of the dev trials by ``plda``: its LLRs, and those AS-normalised against its enrolment
+    recordings (the trained speakers' unperturbed ones, as scoring's ``plda_asnorm_top_n``) for each top n."""
+    llr = plda.score(np.stack([dev_emb[t[1]] for t in trials]), np.stack([dev_emb[t[2]] for t in trials]))
+    return [(name, llr)] + [(f"{name}_asnorm{n}", normalise_trial_scores(trials, dev_emb, llr, plda.cohort_scores, n))
+                            for n in plda_top_ns]
+
+
 def verif(work: Path, checkpoint: str, crops: list[int], top_n: int, fraction: float,
-          lda_dims: list[int], speeds: list[float]) -> dict:
+          lda_dims: list[int], speeds: list[float], plda_top_ns: list[int]) -> dict:
     exp = work / "exp" / "verif"
     embedder = SpeakerEmbedder.from_exp_dir(exp, checkpoint)
     utt2spk, feats = {}, {}
@@ -114,15 +123,14 @@ def verif(work: Path, checkpoint: str, crops: list[int], top_n: int, fraction: f
         for dim in lda_dims:
             plda = fit_plda_backend(np.stack([cohort_emb[u] for u in cohort_utts]),
                                     [utt2spk[u] for u in cohort_utts], dim)
-            kinds.append((f"lda{dim}_plda", plda.score(np.stack([dev_emb[t[1]] for t in trials]),
-                                                       np.stack([dev_emb[t[2]] for t in trials]))))
+            kinds += plda_kinds(f"lda{dim}_plda", plda, trials, dev_emb, plda_top_ns)
         if speeds and mode == "full":
             extra, extra_labels = speed_copies(embedder, work, cohort_utts, utt2spk, speeds)
             for dim in lda_dims:
                 plda = fit_plda_backend(np.stack([cohort_emb[u] for u in cohort_utts] + extra),
                                         [utt2spk[u] for u in cohort_utts] + extra_labels, dim)
-                kinds.append((f"lda{dim}_plda_speeds", plda.score(np.stack([dev_emb[t[1]] for t in trials]),
-                                                                  np.stack([dev_emb[t[2]] for t in trials]))))
+                plda = plda.enrol(np.stack([cohort_emb[u] for u in cohort_utts]), [utt2spk[u] for u in cohort_utts])
+                kinds += plda_kinds(f"lda{dim}_plda_speeds", plda, trials, dev_emb, plda_top_ns)
         row = {}
         for kind, scores in kinds:
             eer, _ = compute_eer(scores[labels], scores[~labels])
@@ -145,6 +153,9 @@ def main() -> None:
     parser.add_argument("--plda-speeds", type=float, nargs="*", default=[],
                         help="verification: also PLDA trained with the trained speakers' recordings at these speeds, "
                              "each speed a speaker of its own (scoring's plda_speeds)")
+    parser.add_argument("--plda-asnorm-top-n", type=int, nargs="*", default=[20],
+                        help="verification: also the PLDA scores AS-normalised with these top n of the trained "
+                             "speakers' recordings (scoring's plda_asnorm_top_n)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = {}
@@ -152,7 +163,7 @@ def main() -> None:
         out["ident"] = ident(args.work_dir, args.checkpoint, args.crops, args.lda_dims)
     if "verif" in args.tasks:
         out["verif"] = verif(args.work_dir, args.checkpoint, args.crops, args.top_n, args.dev_speakers,
-                            args.lda_dims, args.plda_speeds)
+                            args.lda_dims, args.plda_speeds, args.plda_asnorm_top_n)
     print(json.dumps(out, indent=1))
 
 

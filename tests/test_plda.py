@@ -149,3 +149,30 @@ def test_enrolled_speakers_are_identified() -> None:
     ll = backend.speaker_log_likelihoods(x[~enrol], list(range(25)))
     assert np.mean(ll.argmax(1) == labels[~enrol]) >= 0.9
     assert list(backend.enrol_counts) == [8] * 25
+
+
+def test_cohort_scores_are_the_pairwise_llrs_against_the_enrolment_recordings(tmp_path: Path) -> None:
+    x, labels = _speakers(seed=8)
+    backend = fit_plda_backend(x, labels, lda_dim=6)  # enrols its training recordings: they are the cohort
+    assert backend.enrol_vectors.shape == (len(x), 6) and backend.enrol_vectors.dtype == np.float32
+    test = np.random.default_rng(9).standard_normal((3, 12))
+    matrix = backend.cohort_scores(test)
+    assert matrix.shape == (3, len(x))
+    for i in range(3):  # enrol_vectors are float32: the same LLR up to that rounding
+        np.testing.assert_allclose(matrix[i], backend.score(test[i:i + 1].repeat(len(x), 0), x), rtol=1e-4, atol=1e-4)
+    save_plda_backend(tmp_path, backend, "d" * 64)
+    np.testing.assert_array_equal(load_plda_backend(tmp_path).cohort_scores(test), matrix)  # stored with it
+    with pytest.raises(ValueError, match="no enrolment recordings"):
+        PldaBackend(np.zeros(3), np.eye(3)[:, :2], np.zeros(2), np.eye(2), np.eye(2)).cohort_scores(np.ones((1, 3)))
+
+
+def test_class_statistics_match_a_loop_over_speakers() -> None:
+    x, labels = _speakers(num_speakers=7, per_speaker=5, seed=10)
+    order = np.random.default_rng(11).permutation(len(x))  # speakers interleaved, not in blocks
+    x, labels = x[order], labels[order]
+    mean, within, between = plda_module._scatter(x, labels)
+    w = sum((x[labels == c] - x[labels == c].mean(0)).T @ (x[labels == c] - x[labels == c].mean(0)) for c in range(7))
+    b = sum(np.outer(x[labels == c].mean(0) - x.mean(0), x[labels == c].mean(0) - x.mean(0)) for c in range(7))
+    np.testing.assert_allclose(within, w / (len(x) - 7), atol=1e-12)
+    np.testing.assert_allclose(between, b / 7, atol=1e-12)
+    np.testing.assert_allclose(mean, x.mean(0))

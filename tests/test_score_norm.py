@@ -142,3 +142,20 @@ def test_fingerprint_sees_every_value_and_ignores_order() -> None:
     assert state_dict_fingerprint(changed) != base
     with pytest.raises(TypeError, match="not a tensor"):
         state_dict_fingerprint({"x": 1.0})
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 256])
+def test_normalising_given_scores_equals_asnorm_of_cosine_scores(chunk: int) -> None:
+    from speechattn.metrics.score_norm import normalise_trial_scores
+
+    rng = np.random.default_rng(chunk)
+    embeddings = {f"u{i}": rng.standard_normal(16) for i in range(12)}
+    cohort = rng.standard_normal((40, 16))
+    trials = [(int(rng.integers(2)), f"u{rng.integers(12)}", f"u{rng.integers(12)}") for _ in range(50)]
+    raw, norm = score_trials_asnorm(trials, embeddings, cohort, top_n=7)
+    cosine_to_cohort = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (
+        cohort / np.linalg.norm(cohort, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(normalise_trial_scores(trials, embeddings, raw, cosine_to_cohort, 7, chunk=chunk),
+                               norm, atol=1e-12)
+    with pytest.raises(KeyError, match="trial 1: no embedding for utterance 'nobody'"):
+        normalise_trial_scores([(1, "nobody", "u1")], embeddings, np.zeros(1), cosine_to_cohort, 7)

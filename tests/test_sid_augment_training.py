@@ -21,14 +21,14 @@ from speechattn.data.augment.sources import SpeechBank
 from speechattn.data.kaldi_dir import KaldiDataError, read_table
 from speechattn.data.sid_splits import make_trials
 from speechattn.data.speakers import write_speakers
-from speechattn.data.trials import write_trials
+from speechattn.data.trials import read_trials, write_trials
 from speechattn.features.extract import FeatureConfig, compute_features
 from speechattn.inference.driver import infer_dir
 from speechattn.metrics.score_norm import make_cohort, save_cohort
 from speechattn.tasks import get_task
 from speechattn.tasks.sid_augment import AugmentedCropDataset, head_classes
 from speechattn.tasks.sid_predictor import SpeakerEmbedder
-from speechattn.tasks.sid_scoring import score_sid
+from speechattn.tasks.sid_scoring import read_embeddings, score_sid
 from speechattn.utils.checkpoint import load_checkpoint
 
 SIX = [f"spk{c}" for c in "ABCDEF"]  # enough speakers to hold 2 back for dev EER
@@ -249,6 +249,19 @@ def test_scoring_reports_raw_asnorm_and_plda_and_refuses_another_models_cohort(v
     row = sid_row(verif_exp, scores)
     assert row["eer_asnorm"] == f"{verif['asnorm']['eer']:.2f}" and row["eer"] == f"{verif['eer']:.2f}"
     assert row["eer_plda"] == f"{verif['plda']['eer']:.2f}"
+    # PLDA's scores AS-normalised against its enrolment recordings (the training speakers' 4 each), top 20
+    from speechattn.metrics.plda import load_plda_backend
+    from speechattn.metrics.score_norm import adaptive_snorm
+    assert verif["plda_asnorm"]["cohort_recordings"] == 4 * len(SIX) and verif["plda_asnorm"]["top_n"] == 20
+    plda_normed = np.loadtxt(tmp_path / "scores" / "trial_scores_plda_asnorm.txt", usecols=0)
+    backend, embedded = load_plda_backend(verif_exp / "plda"), read_embeddings(hyp / "embeddings.scp")
+    trials = read_trials(corpus6 / "test" / "trials")
+    first, second = (backend.cohort_scores(np.stack([embedded[t[k]] for t in trials])) for k in (1, 2))
+    top_mean, top_std = (lambda m: np.sort(m, axis=1)[:, -20:].mean(1)), (lambda m: np.sort(m, axis=1)[:, -20:].std(1))
+    np.testing.assert_allclose(plda_normed, adaptive_snorm(llr, top_mean(first), top_std(first), top_mean(second),
+                                                           top_std(second)), rtol=1e-5, atol=1e-5)
+    assert row["eer_plda_asnorm"] == f"{verif['plda_asnorm']['eer']:.2f}"
+    assert "plda_asnorm" not in score_sid(OmegaConf.merge(cfg, {"asnorm": False}))["verification"]
     again = score_sid(cfg)  # stored back-ends are reused, not retrained
     assert len(calls) == 1 and again["verification"]["plda"] == verif["plda"]
     score_sid(OmegaConf.merge(cfg, {"plda_lda_dim": 3}))  # another LDA dimension retrains it
@@ -339,9 +352,17 @@ def test_a_stored_plda_back_end_without_enrolled_speakers_gets_them_when_asked(v
     from speechattn.utils.fingerprint import state_dict_fingerprint
     embedder = SpeakerEmbedder.from_exp_dir(verif_exp)
     backend = plda_for(embedder, tmp_path / "exp")
-    old = dataclasses.replace(backend, enrol_speakers=None, enrol_counts=None, enrol_means=None)  # as stored before
-    save_plda_backend(tmp_path / "old", old, state_dict_fingerprint(embedder.model.state_dict()))
+    fingerprint = state_dict_fingerprint(embedder.model.state_dict())
+    old = dataclasses.replace(backend, enrol_speakers=None, enrol_counts=None, enrol_means=None,
+                              enrol_vectors=None)  # as stored before identification used it
+    save_plda_backend(tmp_path / "old", old, fingerprint)
     assert plda_for(embedder, tmp_path / "exp", tmp_path / "old").enrol_speakers is None  # verification: as stored
     again = plda_for(embedder, tmp_path / "exp", tmp_path / "old", enrolled=True)
     assert sorted(again.enrol_speakers) == SIX
     np.testing.assert_allclose(again.enrol_means, backend.enrol_means)
+    np.testing.assert_array_equal(again.enrol_vectors, backend.enrol_vectors)
+    # stored before PLDA's scores were AS-normalised: speakers enrolled, recordings not kept
+    save_plda_backend(tmp_path / "mid", dataclasses.replace(backend, enrol_vectors=None), fingerprint)
+    assert plda_for(embedder, tmp_path / "exp", tmp_path / "mid").enrol_vectors is None
+    np.testing.assert_array_equal(plda_for(embedder, tmp_path / "exp", tmp_path / "mid", enrolled=True).enrol_vectors,
+                                  backend.enrol_vectors)

@@ -39,7 +39,9 @@ SID_COLUMNS = [("experiment", "experiment"), ("params (M)", "params"), ("encoder
                ("top-1 (%)", "top1"), ("top-5 (%)", "top5"), ("top-1 PLDA (%)", "top1_plda"),
                ("top-1 head + PLDA (%)", "top1_fused"), ("EER (%)", "eer"), ("minDCF", "min_dcf"),
                ("EER AS-norm (%)", "eer_asnorm"), ("minDCF AS-norm", "min_dcf_asnorm"),
-               ("EER PLDA (%)", "eer_plda"), ("minDCF PLDA", "min_dcf_plda"), ("dev acc. (%)", "best_valid_accuracy"), ("epochs", "epochs"), ("train time (min)", "train_minutes")]
+               ("EER PLDA (%)", "eer_plda"), ("minDCF PLDA", "min_dcf_plda"),
+               ("EER PLDA AS-norm (%)", "eer_plda_asnorm"), ("minDCF PLDA AS-norm", "min_dcf_plda_asnorm"),
+               ("dev acc. (%)", "best_valid_accuracy"), ("epochs", "epochs"), ("train time (min)", "train_minutes")]
 
 
 def sid_row(exp: Path, scores: dict) -> dict[str, str]:
@@ -55,6 +57,7 @@ def sid_row(exp: Path, scores: dict) -> dict[str, str]:
     trials = f", {verif['num_trials']} trials" if verif else ""
     norm = verif.get("asnorm", {}) if verif else {}
     plda = verif.get("plda", {}) if verif else {}
+    plda_norm = verif.get("plda_asnorm", {}) if verif else {}
     p_target = f" (p={verif['p_target']:g})" if verif else ""
     return {"experiment": exp.name, "params": params, "encoder": scores.get("encoder", ""),
             "head": f"{sid.get('pooling', '?')} / {sid.get('head', '?')}" if sid else "",
@@ -66,6 +69,8 @@ def sid_row(exp: Path, scores: dict) -> dict[str, str]:
             "min_dcf": f"{verif['min_dcf']:.3f}{p_target}" if verif else "",
             "eer_asnorm": f"{norm['eer']:.2f}" if norm else "", "min_dcf_asnorm": f"{norm['min_dcf']:.3f}" if norm else "",
             "eer_plda": f"{plda['eer']:.2f}" if plda else "", "min_dcf_plda": f"{plda['min_dcf']:.3f}" if plda else "",
+            "eer_plda_asnorm": f"{plda_norm['eer']:.2f}" if plda_norm else "",
+            "min_dcf_plda_asnorm": f"{plda_norm['min_dcf']:.3f}" if plda_norm else "",
             "best_valid_accuracy": f"{scores.get('best_valid_accuracy', '')}", "epochs": str(scores.get("epochs", "")),
             "train_minutes": f"{scores['train_seconds'] / 60:.1f}" if "train_seconds" in scores else ""}
 

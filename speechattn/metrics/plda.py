@@ -29,6 +29,10 @@ No well-kept Python PLDA package exists (the ``plda`` package on PyPI has been u
 SpeechBrain's ``PLDA_LDA`` would bring the whole toolkit), so the ~40 lines below are tested against the
 direct evaluation of the Gaussian densities (``tests/test_plda.py``).
 
+The enrolment recordings' transformed vectors are kept too (``enrol_vectors``): they are the cohort
+against which verification AS-normalises PLDA scores (:meth:`PldaBackend.cohort_scores`,
+:func:`speechattn.metrics.score_norm.normalise_trial_scores`).
+
 The back-end is stored beside the model (``<exp>/plda/plda.npz`` + ``plda.json`` with the fingerprint of
 the weights that made the embeddings), as the AS-norm cohort is; one made by other weights is refused.
 ``np.load`` reads it with ``allow_pickle=False``.
@@ -73,18 +77,24 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _class_means(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted classes ``(C,)``, each vector's class index ``(N,)``, class sizes ``(C,)`` and means ``(C, D)``:
+    one pass over the vectors (not one per class), so that 100k recordings of 1k speakers stay fast."""
+    classes, index = np.unique(labels, return_inverse=True)
+    counts = np.bincount(index, minlength=len(classes))
+    sums = np.zeros((len(classes), x.shape[1]))
+    np.add.at(sums, index, x)
+    return classes, index, counts, sums / counts[:, None]
+
+
 def _scatter(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Overall mean ``(D,)``, within-speaker ``(D, D)`` and between-speaker ``(D, D)`` covariances
     (within: pooled over utterances, unbiased; between: of the speaker means, one per speaker)."""
     mean = x.mean(0)
-    classes = np.unique(labels)
-    within = np.zeros((x.shape[1], x.shape[1]))
-    between = np.zeros_like(within)
-    for c in classes:
-        xc = x[labels == c]
-        mc = xc.mean(0)
-        within += (xc - mc).T @ (xc - mc)
-        between += np.outer(mc - mean, mc - mean)
+    classes, index, _, means = _class_means(x, labels)
+    residual = x - means[index]
+    within = residual.T @ residual
+    between = (means - mean).T @ (means - mean)
     return mean, within / max(len(x) - len(classes), 1), between / len(classes)
 
 
@@ -103,34 +113,52 @@ class PldaBackend:
     enrol_speakers: np.ndarray | None = None
     enrol_counts: np.ndarray | None = None
     enrol_means: np.ndarray | None = None
+    # the transformed enrolment recordings minus plda_mean (M, k), float32: AS-norm's cohort for PLDA scores
+    # (:meth:`cohort_scores`); None in a back-end stored before PLDA scores were normalised
+    enrol_vectors: np.ndarray | None = None
     speeds: tuple[float, ...] = ()  # speed factors of the extra training copies (each a PLDA speaker); () none
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(N, D)`` embeddings -> ``(N, k)``: centred, projected, length-normalised."""
         return _l2(_l2(_l2(np.asarray(x, dtype=np.float64)) - self.mean) @ self.lda)
 
-    def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """LLR (same vs different speaker) of the pairs ``(a[i], b[i])``, ``a``, ``b``: ``(N, D)`` -> ``(N,)``."""
-        a, b = self.transform(a) - self.plda_mean, self.transform(b) - self.plda_mean
-        k = a.shape[1]
+    def _llr_terms(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """``(constant, Q, P)`` with ``LLR(a, b) = constant + a'Qa / 2 + b'Qb / 2 - a'Pb`` for transformed,
+        centred vectors (module docstring)."""
+        k = self.between.shape[0]
         total = self.between + self.within
         joint = np.block([[total, self.between], [self.between, total]])
         joint_inv = np.linalg.inv(joint)
-        total_inv = np.linalg.inv(total)
-        q = total_inv - joint_inv[:k, :k]   # quadratic term of each side
-        p = joint_inv[:k, k:]               # cross term
+        q = np.linalg.inv(total) - joint_inv[:k, :k]  # quadratic term of each side
+        p = joint_inv[:k, k:]                         # cross term
         constant = 0.5 * (2 * np.linalg.slogdet(total)[1] - np.linalg.slogdet(joint)[1])
+        return constant, q, p
+
+    def score(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """LLR (same vs different speaker) of the pairs ``(a[i], b[i])``, ``a``, ``b``: ``(N, D)`` -> ``(N,)``."""
+        a, b = self.transform(a) - self.plda_mean, self.transform(b) - self.plda_mean
+        constant, q, p = self._llr_terms()
         return (constant + 0.5 * np.einsum("ij,jk,ik->i", a, q, a) + 0.5 * np.einsum("ij,jk,ik->i", b, q, b)
                 - np.einsum("ij,jk,ik->i", a, p, b))
 
+    def cohort_scores(self, x: np.ndarray) -> np.ndarray:
+        """LLR of every vector of ``x`` ``(N, D)`` against every enrolment recording (the AS-norm cohort,
+        :meth:`enrol`): ``(N, M)``."""
+        if self.enrol_vectors is None:
+            raise ValueError("no enrolment recordings in this PLDA back-end (enrol the training speakers first)")
+        a = self.transform(x) - self.plda_mean
+        c = self.enrol_vectors.astype(np.float64)
+        constant, q, p = self._llr_terms()
+        return (constant + 0.5 * np.einsum("ij,jk,ik->i", a, q, a)[:, None]
+                + 0.5 * np.einsum("ij,jk,ik->i", c, q, c)[None, :] - a @ p @ c.T)
+
     def enrol(self, x: np.ndarray, labels: Sequence) -> "PldaBackend":
         """The back-end with the speakers of ``labels`` ``(M,)`` enrolled by their vectors ``x`` ``(M, D)``."""
-        labels = np.asarray(labels)
-        speakers = np.unique(labels)
         t = self.transform(x) - self.plda_mean
-        counts = np.array([np.sum(labels == s) for s in speakers], dtype=np.int64)
-        means = np.stack([t[labels == s].mean(0) for s in speakers])
-        return dataclasses.replace(self, enrol_speakers=speakers.astype(str), enrol_counts=counts, enrol_means=means)
+        speakers, _, counts, means = _class_means(t, np.asarray(labels))
+        counts = counts.astype(np.int64)
+        return dataclasses.replace(self, enrol_speakers=speakers.astype(str), enrol_counts=counts, enrol_means=means,
+                                   enrol_vectors=t.astype(np.float32))
 
     def speaker_log_likelihoods(self, test: np.ndarray, speakers: Sequence) -> np.ndarray:
         """Log density of each test vector under each enrolled speaker (module docstring).
@@ -207,6 +235,8 @@ def save_plda_backend(out_dir: str | os.PathLike, backend: PldaBackend, model_fi
         enrolled = ({} if backend.enrol_speakers is None else
                     {"enrol_speakers": backend.enrol_speakers.astype(str), "enrol_counts": backend.enrol_counts,
                      "enrol_means": backend.enrol_means})
+        if backend.enrol_vectors is not None:
+            enrolled["enrol_vectors"] = backend.enrol_vectors
         np.savez(f, mean=backend.mean, lda=backend.lda, plda_mean=backend.plda_mean, between=backend.between,
                  within=backend.within, **enrolled)
     meta = {"format": PLDA_FORMAT, "model_fingerprint": model_fingerprint, "embed_dim": int(backend.lda.shape[0]),
@@ -236,16 +266,17 @@ def load_plda_backend(plda_dir: str | os.PathLike, model_fingerprint: str | None
                              f"the model scoring now is {model_fingerprint[:12]}...: retrain it with this model")
     try:
         with np.load(arrays, allow_pickle=False) as z:
-            enrolled = ([z["enrol_speakers"], z["enrol_counts"], z["enrol_means"]] if "enrol_speakers" in z.files
-                        else [None, None, None])
+            optional = {name: z[name] for name in ("enrol_speakers", "enrol_counts", "enrol_means", "enrol_vectors")
+                        if name in z.files}
             backend = PldaBackend(z["mean"], z["lda"], z["plda_mean"], z["between"], z["within"],
-                                  int(meta.get("lda_dim_asked", 0)), *enrolled,
-                                  tuple(float(f) for f in meta.get("speeds", [])))
+                                  int(meta.get("lda_dim_asked", 0)),
+                                  speeds=tuple(float(f) for f in meta.get("speeds", [])), **optional)
     except (OSError, ValueError, KeyError) as e:
         raise KaldiDataError(f"{arrays}:0: unreadable PLDA arrays ({e})") from None
     k = backend.lda.shape[1]
     bad_enrolment = backend.enrol_speakers is not None and (
-        backend.enrol_means.shape != (len(backend.enrol_speakers), k) or backend.enrol_counts.shape != backend.enrol_speakers.shape)
+        backend.enrol_means.shape != (len(backend.enrol_speakers), k) or backend.enrol_counts.shape != backend.enrol_speakers.shape
+        or (backend.enrol_vectors is not None and backend.enrol_vectors.shape != (int(backend.enrol_counts.sum()), k)))
     if (backend.lda.shape[0] != meta.get("embed_dim") or backend.between.shape != (k, k)
             or backend.within.shape != (k, k) or bad_enrolment):
         raise KaldiDataError(f"{arrays}:0: array shapes do not match {path.name} (lda {backend.lda.shape})")

@@ -1,4 +1,5 @@
-"""Adaptive score normalisation (AS-norm) of cosine verification scores, and the cohort it needs.
+"""Adaptive score normalisation (AS-norm) of cosine verification scores, and the cohort it needs; the same
+normalisation of other scores (PLDA's, against its own cohort) by :func:`normalise_trial_scores`.
 
 AS-norm (Cumani et al. 2011; Matejka et al. 2017; WeSpeaker's ``score_norm.py``): each side of a trial is
 compared with a *cohort* of impostor speakers, and only its ``top_n`` closest cohort speakers are kept.
@@ -31,7 +32,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import kaldiio
 import numpy as np
@@ -46,6 +47,8 @@ __all__ = [
     "l2_normalize",
     "speaker_means",
     "cohort_statistics",
+    "top_n_statistics",
+    "normalise_trial_scores",
     "adaptive_snorm",
     "score_trials_asnorm",
     "Cohort",
@@ -82,14 +85,43 @@ def speaker_means(embeddings: Mapping[str, np.ndarray], utt2spk: Mapping[str, st
 def cohort_statistics(embeddings: np.ndarray, cohort: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population std ``(M,)`` of each embedding's ``top_n`` highest cosine scores against the
     cohort ``(C, D)``; ``embeddings`` is ``(M, D)``. ``top_n`` larger than C uses the whole cohort."""
-    if top_n < 2:
-        raise ValueError(f"top_n must be >= 2 (a standard deviation needs two scores), got {top_n}")
     if embeddings.shape[-1] != cohort.shape[-1]:
         raise ValueError(f"embedding dimension {embeddings.shape[-1]} != cohort dimension {cohort.shape[-1]}")
-    scores = l2_normalize(embeddings) @ l2_normalize(cohort).T  # (M, C)
-    k = min(top_n, cohort.shape[0])
+    return top_n_statistics(l2_normalize(embeddings) @ l2_normalize(cohort).T, top_n)
+
+
+def top_n_statistics(scores: np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population std ``(M,)`` of the ``top_n`` highest of each row of cohort scores ``(M, C)``
+    (any kind of score: cosine, PLDA LLR); ``top_n`` larger than C uses the whole row."""
+    if top_n < 2:
+        raise ValueError(f"top_n must be >= 2 (a standard deviation needs two scores), got {top_n}")
+    k = min(top_n, scores.shape[1])
     top = np.partition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k:]  # the k largest, unordered
     return top.mean(axis=1), np.maximum(top.std(axis=1), _STD_FLOOR)
+
+
+def normalise_trial_scores(trials: Sequence[Trial], embeddings: Mapping[str, np.ndarray], raw: np.ndarray,
+                           cohort_scores: Callable[[np.ndarray], np.ndarray], top_n: int,
+                           chunk: int = 256) -> np.ndarray:
+    """AS-norm ``(N,)`` of already computed trial scores ``raw`` ``(N,)`` of any kind: ``cohort_scores`` maps
+    ``(M, D)`` embeddings to their ``(M, C)`` scores of the same kind against the cohort (e.g.
+    :meth:`~speechattn.metrics.plda.PldaBackend.cohort_scores`). Each utterance's statistics are computed
+    once, ``chunk`` utterances at a time (a large cohort never makes an all-utterances matrix)."""
+    index: dict[str, int] = {}
+    for number, (_, utt1, utt2) in enumerate(trials, start=1):
+        for utt in (utt1, utt2):
+            if utt not in index:
+                if utt not in embeddings:
+                    raise KeyError(f"trial {number}: no embedding for utterance {utt!r}")
+                index[utt] = len(index)
+    utts = list(index)
+    mean, std = np.zeros(len(utts)), np.ones(len(utts))
+    for start in range(0, len(utts), chunk):
+        batch = np.stack([np.asarray(embeddings[u], dtype=np.float64).reshape(-1) for u in utts[start:start + chunk]])
+        mean[start:start + len(batch)], std[start:start + len(batch)] = top_n_statistics(cohort_scores(batch), top_n)
+    first = np.fromiter((index[t[1]] for t in trials), dtype=np.int64, count=len(trials))
+    second = np.fromiter((index[t[2]] for t in trials), dtype=np.int64, count=len(trials))
+    return adaptive_snorm(np.asarray(raw, dtype=np.float64), mean[first], std[first], mean[second], std[second])
 
 
 def adaptive_snorm(raw: np.ndarray, mean1: np.ndarray, std1: np.ndarray, mean2: np.ndarray,

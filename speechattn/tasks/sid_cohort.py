@@ -113,13 +113,14 @@ def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = N
     weights; ``None`` (logged) when the training set has fewer than 3 speakers (quick runs), since PLDA cannot
     be trained. ``speeds``: the training recordings are also embedded at these speed factors, each speed of a
     speaker a PLDA speaker of its own (as speed perturbation trains the models); the training speakers are
-    enrolled (identification) by their unperturbed recordings only. ``enrolled``: a stored back-end from
-    before identification used it (no enrolled speakers) gets the training speakers enrolled."""
+    enrolled (identification; their recordings are also the cohort of PLDA's AS-norm) by their unperturbed
+    recordings only. ``enrolled``: a stored back-end from before identification or AS-norm used it (no
+    enrolled speakers or recordings) gets the training speakers enrolled."""
     speeds = tuple(float(f) for f in speeds)
     fingerprint = state_dict_fingerprint(embedder.model.state_dict())
 
     def with_speakers(backend: PldaBackend) -> PldaBackend:
-        if not enrolled or backend.enrol_speakers is not None:
+        if not enrolled or (backend.enrol_speakers is not None and backend.enrol_vectors is not None):
             return backend
         embeddings, utt2spk = training() if training else embed_training_set(embedder, training_set_of(embedder))
         utts = sorted(embeddings)

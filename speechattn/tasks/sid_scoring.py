@@ -14,7 +14,9 @@ What is scored depends on the reference directory (``ref_dir/utt2spk``):
   utterance in ``predictions_fused.txt``): side by side in ``scores.json`` (``plda``, ``fused``);
 - **verification** when ``trials`` (default ``ref_dir/trials``) exists: each ``LABEL UTT1 UTT2`` trial is
   the cosine of the two embeddings; EER and minDCF (``p_target``, default 0.01) with
-  :mod:`speechattn.metrics.verification`, and a DET curve (``det.png``).
+  :mod:`speechattn.metrics.verification`, and a DET curve (``det.png``); with ``asnorm`` / ``plda`` also
+  AS-norm of the cosine scores (``asnorm``), LDA + PLDA LLRs (``plda``) and those LLRs AS-normalised
+  against the back-end's training recordings (``plda_asnorm``), each with its ``trial_scores_*.txt``.
 
 Always: a 2-D plot of the test embeddings of ``embedding_plot_speakers`` speakers (``embeddings.png``),
 ``training_curves.png`` (copied) and ``scores.json`` (metrics + experiment facts for ``speechattn-results``).
@@ -116,10 +118,12 @@ def score_identification(embedder, embeddings: dict[str, np.ndarray], utt2spk: d
 
 def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_target: float,
                        out: Path, title: str, cohort: Any = None, top_n: int = 100,
-                       subtract_mean: bool = False, plda: Any = None) -> dict[str, Any]:
+                       subtract_mean: bool = False, plda: Any = None, plda_top_n: int = 0) -> dict[str, Any]:
     """EER, minDCF and the DET curve of the cosine-scored trials; with a ``cohort``
     (:class:`~speechattn.metrics.score_norm.Cohort`) also of their AS-normalised scores (``asnorm``), with a
-    ``plda`` back-end (:class:`~speechattn.metrics.plda.PldaBackend`) also of its LLR scores (``plda``)."""
+    ``plda`` back-end (:class:`~speechattn.metrics.plda.PldaBackend`) also of its LLR scores (``plda``), and
+    with ``plda_top_n`` > 0 of those LLRs AS-normalised against the back-end's enrolment recordings
+    (``plda_asnorm``)."""
     from speechattn.data.trials import read_trials
     from speechattn.metrics.verification import compute_eer, compute_min_dcf, det_curve, score_trials
     from speechattn.plots.det import plot_det
@@ -154,6 +158,13 @@ def score_verification(trials_path: Path, embeddings: dict[str, np.ndarray], p_t
         llr = plda.score(np.stack([embeddings[t[1]] for t in trials]), np.stack([embeddings[t[2]] for t in trials]))
         result["plda"] = {**_other_scores(out / "trial_scores_plda.txt", llr, trials, labels, p_target),
                           "lda_dim": int(plda.lda.shape[1])}
+        if plda_top_n > 0:
+            from speechattn.metrics.score_norm import normalise_trial_scores
+
+            normed = normalise_trial_scores(trials, embeddings, llr, plda.cohort_scores, plda_top_n)
+            result["plda_asnorm"] = {**_other_scores(out / "trial_scores_plda_asnorm.txt", normed, trials, labels,
+                                                     p_target),
+                                     "top_n": plda_top_n, "cohort_recordings": int(len(plda.enrol_vectors))}
     return result
 
 
@@ -289,11 +300,12 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("asnorm", False):
             given = cfg.get("asnorm_cohort")
             cohort = cohort_for(embedder, exp_dir, Path(given) if given else None, training=training)
+        plda_top_n = int(cfg.get("plda_asnorm_top_n", 20)) if cfg.get("asnorm", False) else 0
         if cfg.get("plda", False):
-            plda = plda_backend()
+            plda = plda_backend(enrolled=plda_top_n > 0)
         verif = score_verification(trials_path, embeddings, float(cfg.get("p_target", 0.01)), out, name, cohort,
                                    int(cfg.get("asnorm_top_n", 100)), bool(cfg.get("asnorm_subtract_mean", False)),
-                                   plda)
+                                   plda, plda_top_n)
         scores["verification"] = verif
         log.info("%s: verification EER %.2f%%, minDCF(p_target=%g) %.4f over %d trials", name, verif["eer"],
                  verif["p_target"], verif["min_dcf"], verif["num_trials"])
@@ -304,6 +316,10 @@ def score_sid(cfg: DictConfig) -> dict[str, Any]:
         if "plda" in verif:
             log.info("%s: LDA(%d) + PLDA: EER %.2f%%, minDCF %.4f", name, verif["plda"]["lda_dim"],
                      verif["plda"]["eer"], verif["plda"]["min_dcf"])
+        if "plda_asnorm" in verif:
+            log.info("%s: LDA + PLDA, AS-norm (top %d of %d training recordings): EER %.2f%%, minDCF %.4f", name,
+                     verif["plda_asnorm"]["top_n"], verif["plda_asnorm"]["cohort_recordings"],
+                     verif["plda_asnorm"]["eer"], verif["plda_asnorm"]["min_dcf"])
     elif cfg.get("trials"):
         raise FileNotFoundError(f"{trials_path}: trials file not found")
     if "identification" not in scores and "verification" not in scores:
