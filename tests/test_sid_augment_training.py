@@ -344,10 +344,11 @@ def test_plda_speeds_auto_follows_the_models_training(verif_exp: Path) -> None:
         plda_speeds("fast", {})
 
 
-def test_a_stored_plda_back_end_without_enrolled_speakers_gets_them_when_asked(verif_exp: Path, tmp_path: Path) -> None:
+def test_a_stored_plda_back_end_without_enrolled_speakers_gets_them_when_asked(verif_exp: Path, tmp_path: Path,
+                                                                                 monkeypatch) -> None:
     import dataclasses
 
-    from speechattn.metrics.plda import save_plda_backend
+    from speechattn.metrics.plda import load_plda_backend, save_plda_backend
     from speechattn.tasks.sid_cohort import plda_for
     from speechattn.utils.fingerprint import state_dict_fingerprint
     embedder = SpeakerEmbedder.from_exp_dir(verif_exp)
@@ -366,3 +367,17 @@ def test_a_stored_plda_back_end_without_enrolled_speakers_gets_them_when_asked(v
     assert plda_for(embedder, tmp_path / "exp", tmp_path / "mid").enrol_vectors is None
     np.testing.assert_array_equal(plda_for(embedder, tmp_path / "exp", tmp_path / "mid", enrolled=True).enrol_vectors,
                                   backend.enrol_vectors)
+    # the experiment's own stored back-end: completed once and written back (a given plda_dir is left as it is)
+    import speechattn.tasks.sid_cohort as sid_cohort
+    own = tmp_path / "exp" / "plda"
+    before = json.loads((own / "plda.json").read_text())
+    save_plda_backend(own, dataclasses.replace(backend, enrol_vectors=None), fingerprint, source=before["source"],
+                      num_utterances=before["num_utterances"], num_speakers=before["num_speakers"])
+    calls = []
+    embed = sid_cohort.embed_training_set
+    monkeypatch.setattr(sid_cohort, "embed_training_set", lambda *a: calls.append(a) or embed(*a))
+    for _ in range(2):
+        assert plda_for(embedder, tmp_path / "exp", enrolled=True).enrol_vectors is not None
+    assert len(calls) == 1 and json.loads((own / "plda.json").read_text()) == before
+    assert load_plda_backend(own).enrol_vectors is not None
+    assert load_plda_backend(tmp_path / "mid").enrol_vectors is None

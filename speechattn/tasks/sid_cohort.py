@@ -11,6 +11,7 @@ with the experiment's CMVN, embedded whole: :func:`embed_training_set`, computed
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -132,7 +133,13 @@ def plda_for(embedder: SpeakerEmbedder, exp_dir: Path, plda_dir: Path | None = N
     if (own / "plda.json").is_file():
         backend = load_plda_backend(own, fingerprint)
         if backend.lda_dim_asked == lda_dim and backend.speeds == speeds:
-            return with_speakers(backend)
+            completed = with_speakers(backend)
+            if completed is not backend:  # an experiment's own back-end: keep what was added, once
+                meta = json.loads((own / "plda.json").read_text(encoding="utf-8"))
+                save_plda_backend(own, completed, fingerprint, source=meta.get("source", ""),
+                                  num_utterances=int(meta.get("num_utterances", 0)),
+                                  num_speakers=int(meta.get("num_speakers", 0)))
+            return completed
         log.info("PLDA back-end in %s was trained with lda_dim=%d and speeds %s, lda_dim=%d and speeds %s asked: "
                  "retraining it", own, backend.lda_dim_asked, list(backend.speeds), lda_dim, list(speeds))
     train_dir = training_set_of(embedder)
