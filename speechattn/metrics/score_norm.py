@@ -39,6 +39,7 @@ import numpy as np
 
 from speechattn.data.kaldi_dir import KaldiDataError
 from speechattn.data.trials import Trial
+from speechattn.metrics.verification import trial_index
 from speechattn.utils.atomic import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -107,20 +108,11 @@ def normalise_trial_scores(trials: Sequence[Trial], embeddings: Mapping[str, np.
     ``(M, D)`` embeddings to their ``(M, C)`` scores of the same kind against the cohort (e.g.
     :meth:`~speechattn.metrics.plda.PldaBackend.cohort_scores`). Each utterance's statistics are computed
     once, ``chunk`` utterances at a time (a large cohort never makes an all-utterances matrix)."""
-    index: dict[str, int] = {}
-    for number, (_, utt1, utt2) in enumerate(trials, start=1):
-        for utt in (utt1, utt2):
-            if utt not in index:
-                if utt not in embeddings:
-                    raise KeyError(f"trial {number}: no embedding for utterance {utt!r}")
-                index[utt] = len(index)
-    utts = list(index)
+    utts, first, second = trial_index(trials, embeddings)
     mean, std = np.zeros(len(utts)), np.ones(len(utts))
     for start in range(0, len(utts), chunk):
         batch = np.stack([np.asarray(embeddings[u], dtype=np.float64).reshape(-1) for u in utts[start:start + chunk]])
         mean[start:start + len(batch)], std[start:start + len(batch)] = top_n_statistics(cohort_scores(batch), top_n)
-    first = np.fromiter((index[t[1]] for t in trials), dtype=np.int64, count=len(trials))
-    second = np.fromiter((index[t[2]] for t in trials), dtype=np.int64, count=len(trials))
     return adaptive_snorm(np.asarray(raw, dtype=np.float64), mean[first], std[first], mean[second], std[second])
 
 
@@ -138,22 +130,14 @@ def score_trials_asnorm(trials: Sequence[Trial], embeddings: Mapping[str, np.nda
     Each utterance's cohort statistics are computed once, however many trials it is in. ``subtract_mean``
     ``(D,)`` centres embeddings and cohort first. KeyError naming the trial for a missing embedding.
     """
-    index: dict[str, int] = {}
-    for number, (_, utt1, utt2) in enumerate(trials, start=1):
-        for utt in (utt1, utt2):
-            if utt not in index:
-                if utt not in embeddings:
-                    raise KeyError(f"trial {number}: no embedding for utterance {utt!r}")
-                index[utt] = len(index)
-    if not index:
+    utts, first, second = trial_index(trials, embeddings)
+    if not utts:
         return np.zeros(0), np.zeros(0)
-    matrix = np.stack([np.asarray(embeddings[u], dtype=np.float64).reshape(-1) for u in index])
+    matrix = np.stack([np.asarray(embeddings[u], dtype=np.float64).reshape(-1) for u in utts])
     cohort = np.asarray(cohort, dtype=np.float64)
     if subtract_mean is not None:
         matrix, cohort = matrix - subtract_mean, cohort - subtract_mean
     unit = l2_normalize(matrix)
-    first = np.fromiter((index[t[1]] for t in trials), dtype=np.int64, count=len(trials))
-    second = np.fromiter((index[t[2]] for t in trials), dtype=np.int64, count=len(trials))
     raw = np.einsum("nd,nd->n", unit[first], unit[second])
     mean, std = cohort_statistics(matrix, cohort, top_n)
     return raw, adaptive_snorm(raw, mean[first], std[first], mean[second], std[second])

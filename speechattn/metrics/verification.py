@@ -115,12 +115,11 @@ def compute_min_dcf(
     return float(dcf[best] / default_cost), float(thresholds[best])
 
 
-def score_trials(trials: Sequence[Trial], embeddings: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Cosine similarity of each trial's two embeddings: ``(num_trials,)`` float64.
-
-    ``embeddings`` maps utterance id to a ``(D,)`` vector (numpy or CPU tensor). Each vector is
-    normalised once, however many trials use it.
-    """
+def trial_index(trials: Sequence[Trial], embeddings: Mapping[str, np.ndarray]
+                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The utterances of ``trials`` in order of first use, and each trial's two positions in that list
+    ``(num_trials,)``, ``(num_trials,)``: so that each utterance is embedded, normalised or compared with a
+    cohort once, however many trials use it. KeyError naming the trial for a missing embedding."""
     index: dict[str, int] = {}
     for trial_number, (_, utt1, utt2) in enumerate(trials, start=1):
         for utt in (utt1, utt2):
@@ -128,11 +127,21 @@ def score_trials(trials: Sequence[Trial], embeddings: Mapping[str, np.ndarray]) 
                 if utt not in embeddings:
                     raise KeyError(f"trial {trial_number}: no embedding for utterance {utt!r}")
                 index[utt] = len(index)
-    if not index:
-        return np.zeros(0, dtype=np.float64)
-    matrix = np.stack([np.asarray(embeddings[utt], dtype=np.float64).reshape(-1) for utt in index])
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    matrix = matrix / np.maximum(norms, 1e-12)  # a zero vector scores 0 against everything
     first = np.fromiter((index[t[1]] for t in trials), dtype=np.int64, count=len(trials))
     second = np.fromiter((index[t[2]] for t in trials), dtype=np.int64, count=len(trials))
+    return list(index), first, second
+
+
+def score_trials(trials: Sequence[Trial], embeddings: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Cosine similarity of each trial's two embeddings: ``(num_trials,)`` float64.
+
+    ``embeddings`` maps utterance id to a ``(D,)`` vector (numpy or CPU tensor). Each vector is
+    normalised once, however many trials use it.
+    """
+    utts, first, second = trial_index(trials, embeddings)
+    if not utts:
+        return np.zeros(0, dtype=np.float64)
+    matrix = np.stack([np.asarray(embeddings[utt], dtype=np.float64).reshape(-1) for utt in utts])
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix = matrix / np.maximum(norms, 1e-12)  # a zero vector scores 0 against everything
     return np.einsum("nd,nd->n", matrix[first], matrix[second])
