@@ -64,9 +64,14 @@ def claim_experiment_dir(exp_dir: Path, config: Mapping[str, Any], force: bool =
     if not diffs:
         return
     if not force:
+        # an option missing from the old config.yaml was added to the toolkit after that run: say so, since
+        # the user changed nothing (whether the old run matches its default is not known, so it is not assumed)
+        new_options = [d.split(":")[0] for d in diffs if ": <unset> -> " in d]
+        newer = (f"; {', '.join(new_options[:3])} did not exist when that run was made (an older version of "
+                 f"speechattn)" if new_options else "")
         raise ExperimentConfigError(
             f"{exp_dir}: holds a training made with other options ({'; '.join(diffs[:3])}"
-            f"{f'; {len(diffs) - 3} more' if len(diffs) > 3 else ''}): choose another exp_dir, or force=true "
+            f"{f'; {len(diffs) - 3} more' if len(diffs) > 3 else ''}{newer}): choose another exp_dir, or force=true "
             f"to discard it and start over")
     log.warning("%s: force=true: discarding the training made with other options (%s)", exp_dir, "; ".join(diffs))
     for name in started:
