@@ -90,7 +90,8 @@ def test_check_env_fails_loudly_naming_torchaudio_when_it_does_not_load(tmp_path
     assert "repair: tools/setup_venv.sh" in run.stderr
 
 
-def test_setup_venv_exits_nonzero_and_never_says_ready_when_the_install_fails(tmp_path):
+def _failing_setup(tmp_path: Path, free_gb: str) -> subprocess.CompletedProcess:
+    """Run a copy of tools/setup_venv.sh on a lock that cannot install, with ``free_gb`` GB of free disk asked."""
     project = tmp_path / "project"
     (project / "tools").mkdir(parents=True)
     for name in ("setup_venv.sh", "check_env.py"):
@@ -98,12 +99,26 @@ def test_setup_venv_exits_nonzero_and_never_says_ready_when_the_install_fails(tm
     (project / "pyproject.toml").write_text("[project]\nname = 'x'\nversion = '0'\n")
     (project / "requirements.lock").write_text(
         "speechattn-no-such-package==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
-    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path),
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path), "SPEECHATTN_VENV_FREE_GB": free_gb,
            "PYTHON": sys.executable if sys.version_info[:2] == (3, 11) else "python3.11"}
-    run = subprocess.run(["bash", str(project / "tools" / "setup_venv.sh")], env=env, capture_output=True,
-                         text=True, timeout=600)
+    return subprocess.run(["bash", str(project / "tools" / "setup_venv.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_setup_venv_exits_nonzero_and_never_says_ready_when_the_install_fails(tmp_path):
+    run = _failing_setup(tmp_path, free_gb="0")
     assert run.returncode != 0
     assert "ERROR: pip could not install requirements.lock" in run.stderr
+    assert "ready" not in run.stdout + run.stderr
+
+
+def test_setup_venv_refuses_a_first_install_on_a_full_disk_before_pip_starts(tmp_path):
+    # No disk has a billion GB free: the check must stop the first install with one line naming the venv.
+    run = _failing_setup(tmp_path, free_gb="1000000000")
+    assert run.returncode != 0
+    assert "GB free; the first install needs about" in run.stderr
+    assert f"{tmp_path / 'project' / '.venv'}" in run.stderr or "temporary dir" in run.stderr
+    assert "installing the locked packages" not in run.stdout  # pip never started
     assert "ready" not in run.stdout + run.stderr
 
 

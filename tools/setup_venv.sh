@@ -51,6 +51,21 @@ install_locked() {  # $@: extra pip options
     die "pip could not install speechattn itself (see above)"
 }
 
+# A first install (torch not yet in the venv) needs ~8 GB at its peak: ~5.5 GB of packages in the venv, ~3 GB
+# of downloaded wheels in pip's temporary dir. Check before pip starts, so a full disk is one clear line
+# instead of pip's "[Errno 28]" halfway through (measured: a fresh clone's .venv is 5.3 GB).
+free_gb() { df -Pk "$1" | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+check_free_space() {
+  local need="${SPEECHATTN_VENV_FREE_GB:-9}" tmp="${TMPDIR:-/tmp}" venv_need tmp_need
+  venv_need=$(( need * 6 / 9 )); tmp_need=$(( need - venv_need ))
+  if [ "$(stat -c %d "$venv")" = "$(stat -c %d "$tmp")" ]; then venv_need=$need; tmp_need=0; fi
+  [ "$(free_gb "$venv")" -ge "$venv_need" ] ||
+    die "$root/$venv has $(free_gb "$venv") GB free; the first install needs about $venv_need GB there (torch is a few GB): free some space and rerun"
+  [ "$tmp_need" -eq 0 ] || [ "$(free_gb "$tmp")" -ge "$tmp_need" ] ||
+    die "pip's temporary dir $tmp has $(free_gb "$tmp") GB free; the first install needs about $tmp_need GB there: free some space or set TMPDIR, and rerun"
+}
+"$venv/bin/python" -c 'import torch' 2>/dev/null || check_free_space
+
 install_locked
 if ! "$venv/bin/python" tools/check_env.py --quiet; then
   log "the environment check failed after installing: reinstalling every locked package (--force-reinstall)"
