@@ -44,20 +44,21 @@ pip() {  # quiet pip; drops the warning some machines' pip.conf (find-links to a
 }
 install_locked() {  # $@: extra pip options
   log "installing the locked packages ($(grep -c '==' "$lock") pins in $lock; torch is a few GB the first time)"
-  pip install --require-hashes --no-deps "$@" -r "$lock" ||
+  pip install --require-hashes --no-deps --no-cache-dir "$@" -r "$lock" ||
     die "pip could not install $lock (network or disk?). Rerun tools/setup_venv.sh to continue; rm -rf .venv to start over"
   # The project itself: no dependencies (all locked above), no build isolation (setuptools is locked too).
   pip install --no-deps --no-build-isolation -e . ||
     die "pip could not install speechattn itself (see above)"
 }
 
-# A first install (torch not yet in the venv) needs ~8 GB at its peak: ~5.5 GB of packages in the venv, ~3 GB
-# of downloaded wheels in pip's temporary dir. Check before pip starts, so a full disk is one clear line
-# instead of pip's "[Errno 28]" halfway through (measured: a fresh clone's .venv is 5.3 GB).
+# A first install (torch not yet in the venv) needs ~7 GB at its peak: ~5.5 GB of packages in the venv and the
+# downloaded wheels in pip's temporary dir (measured on a fresh clone: 7.1 GB at the peak, 5.5 GB after).
+# pip's cache is off (--no-cache-dir below), or it would keep another ~3 GB of wheels. Check before pip
+# starts, so a full disk is one clear line instead of pip's "[Errno 28]" halfway through.
 free_gb() { df -Pk "$1" | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
 check_free_space() {
-  local need="${SPEECHATTN_VENV_FREE_GB:-9}" tmp="${TMPDIR:-/tmp}" venv_need tmp_need
-  venv_need=$(( need * 6 / 9 )); tmp_need=$(( need - venv_need ))
+  local need="${SPEECHATTN_VENV_FREE_GB:-8}" tmp="${TMPDIR:-/tmp}" venv_need tmp_need
+  venv_need=$(( need * 6 / 8 )); tmp_need=$(( need - venv_need ))
   if [ "$(stat -c %d "$venv")" = "$(stat -c %d "$tmp")" ]; then venv_need=$need; tmp_need=0; fi
   [ "$(free_gb "$venv")" -ge "$venv_need" ] ||
     die "$root/$venv has $(free_gb "$venv") GB free; the first install needs about $venv_need GB there (torch is a few GB): free some space and rerun"
