@@ -90,3 +90,37 @@ def test_torchrun_ddp_two_processes_gloo(corpus: Path, tmp_path: Path) -> None:
     ckpt = load_checkpoint(exp / "checkpoints" / "last.pt")
     assert ckpt["sampler"]["world_size"] == 2
     assert (exp / "model.pt").exists() and (exp / ".done").exists()
+
+
+def test_all_reduce_sum_returns_only_once_no_other_holder_keeps_its_tensor() -> None:
+    # Gloo's worker thread may still hold a reduced tensor when all_reduce returns; if the process then
+    # exits, its release (which takes the GIL) aborts the rank (CI, 2026-12-04: SIGABRT of rank 1 after
+    # validation). wait_until_released must block until the other holder lets go, here an autograd graph
+    # that saved the tensor and is dropped by another thread 0.2 s later.
+    import threading
+    import time
+
+    from speechattn.training.distributed import wait_until_released
+
+    t = torch.zeros(3, requires_grad=True)
+    alone = t._use_count()
+    graph = [(t * t).sum()]  # MulBackward saves t: its use count rises
+    assert t._use_count() > alone
+    release = threading.Timer(0.2, graph.clear)
+    start = time.monotonic()
+    release.start()
+    wait_until_released(t, alone)
+    assert time.monotonic() - start >= 0.19
+    assert t._use_count() == alone
+    release.join()
+
+
+def test_wait_until_released_gives_up_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from speechattn.training.distributed import wait_until_released
+
+    t = torch.zeros(3, requires_grad=True)
+    alone = t._use_count()
+    graph = (t * t).sum()
+    wait_until_released(t, alone, timeout_s=0.05)  # never released: returns instead of hanging
+    assert "still holds a reduced tensor" in caplog.text
+    del graph

@@ -5,11 +5,15 @@ LOCAL_RANK and MASTER_ADDR/PORT, and this module turns them into a process group
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,27 @@ def all_reduce_sum(values: list[float], info: DistInfo) -> list[float]:
     if not info.enabled:
         return values
     t = torch.tensor(values, dtype=torch.float64)
+    held_before = t._use_count()
     dist.all_reduce(t)
+    wait_until_released(t, held_before)
     return t.tolist()
+
+
+def wait_until_released(t: torch.Tensor, use_count: int, timeout_s: float = 30.0) -> None:
+    """Wait until no one but the caller holds ``t`` (its C++ use count is back to ``use_count``).
+
+    Gloo's ``all_reduce`` returns as soon as the result is in ``t``, while the worker thread that ran it may
+    still hold the finished work, and with it ``t``. Releasing a tensor that Python created takes the GIL;
+    if the process is already shutting down by then (a rank whose last collective was this one, e.g. rank 1
+    right after validation), Python ends that thread and the process aborts (``terminate called without an
+    active exception``, SIGABRT: seen in CI under load). Waiting here keeps the last release on this side.
+    """
+    deadline = time.monotonic() + timeout_s
+    while t._use_count() > use_count:
+        if time.monotonic() > deadline:
+            log.warning("a gloo worker still holds a reduced tensor after %.0f s; going on", timeout_s)
+            return
+        time.sleep(0.0005)
 
 
 def barrier(info: DistInfo) -> None:
