@@ -304,3 +304,33 @@ def test_dev_trials_use_at_most_dev_utts_per_speaker(corpus: Path, tmp_path: Pat
         _run(corpus, tmp_path / "limited", "trainer.max_epochs=1", "trainer.dev_utts_per_speaker=2")
     # 2 of the 6 speakers held back, 2 utterances each: 6 pairs, 2 of them same-speaker
     assert "2 training speakers held back (4 utterances, 6 trials, 2 target)" in caplog.text
+
+
+def test_dev_top1_selection_reads_the_validation_pass_which_equals_a_separate_dev_pass(corpus: Path,
+                                                                                     tmp_path: Path) -> None:
+    # dev_top1 is taken from the loop's validation accuracy (no second pass over dev each epoch). It must be
+    # what IdentificationTop1 (the separate pass it replaced) gives for the same weights, epoch by epoch.
+    from hydra import compose, initialize_config_dir
+
+    from speechattn.bin._hydra import CONF_DIR
+    from speechattn.tasks import get_task
+
+    exp = tmp_path / "top1"
+    overrides = [o.replace(f"{corpus}/test", f"{corpus}/dev") for o in _overrides(corpus, exp)]
+    overrides += ["trainer.max_epochs=3", "trainer.select_by=dev_top1", "trainer.keep_checkpoints=3", "optim.lr=6e-4",
+                  "trainer.max_frames_per_batch=240"]
+    _train(overrides)
+    history = load_checkpoint(exp / "checkpoints" / "last.pt")["history"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train_sid", overrides=overrides)
+    task = get_task("sid")
+    labels = task.read_labels(task.labels_path(cfg))
+    data = task.load_data(cfg, labels)
+    separate = IdentificationTop1(data.selection.feats, data.selection.targets, data.selection.num_speakers)
+    model = task.build_model(cfg, data.input_dim, len(labels))
+    measured = []
+    for row in history:
+        model.load_state_dict(load_checkpoint(exp / "checkpoints" / f"epoch-{row['epoch']}.pt")["model"])
+        measured.append(separate(model)["dev_top1"])
+    assert [row["dev_top1"] for row in history] == pytest.approx(measured, abs=1e-9)
+    assert len(set(measured)) > 1, measured  # epochs that differ: a value read from the wrong epoch would show

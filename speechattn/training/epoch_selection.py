@@ -13,7 +13,7 @@ Example:
     >>> class Fixed:                       # a metric that returns pre-set values, one per epoch
     ...     name, mode = "dev_eer", "min"
     ...     def __init__(self): self.values = iter([5.0, 3.0, 4.0])
-    ...     def __call__(self, model): return {"dev_eer": next(self.values)}
+    ...     def __call__(self, model, validation=None): return {"dev_eer": next(self.values)}
     >>> hook = EpochSelection(Fixed(), ModelSelector("dev_eer", "min", keep=0))
     >>> [hook.on_epoch_end(e, torch.nn.Linear(1, 1))[0] for e in (1, 2, 3)]
     [True, True, False]
@@ -30,7 +30,7 @@ from torch import nn
 from speechattn.tasks.base import DevSelection
 from speechattn.training.average import average_best
 from speechattn.training.selection import ModelSelector, ValidationMetric
-from speechattn.training.speaker_validation import IdentificationTop1, VerificationEER
+from speechattn.training.speaker_validation import VerificationEER, ValidationTop1
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,11 @@ class EpochSelection:
             raise ValueError(f"averaging the best {average} epochs needs keep >= {average}, got {selector.keep}")
         self.metric, self.selector, self.average = metric, selector, average
 
-    def on_epoch_end(self, epoch: int, raw_model: nn.Module) -> tuple[bool, dict[str, float]]:
-        """Evaluate ``raw_model`` after ``epoch`` (1-based); ``(is the new best, the dev metrics)``."""
-        values = self.metric(raw_model)
+    def on_epoch_end(self, epoch: int, raw_model: nn.Module,
+                     validation: Mapping[str, float] | None = None) -> tuple[bool, dict[str, float]]:
+        """Judge ``raw_model`` after ``epoch`` (1-based; ``validation``: the loop's validation values of that
+        epoch); ``(is the new best, the dev metrics)``."""
+        values = self.metric(raw_model, validation)
         improved = self.selector.update(epoch, values[self.metric.name],
                                         lambda: {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()})
         log.info("epoch %d: %s%s", epoch, ", ".join(f"{k} {v:.4g}" for k, v in values.items()),
@@ -98,8 +100,9 @@ def build_epoch_selection(selection: DevSelection, exp_dir: Path, keep: int, ave
     elif selection.metric == "dev_top1":
         if selection.targets is None:
             raise ValueError("dev_top1 selection needs dev targets")
-        metric = IdentificationTop1(selection.feats, selection.targets, selection.num_speakers,
-                                    max_frames_per_batch, device)
+        # The loop's validation pass already predicts every whole dev utterance with the head, among the
+        # original-speed classes: its accuracy is dev top-1, so a second pass over dev is not needed.
+        metric = ValidationTop1()
     else:
         raise ValueError(f"unknown selection metric {selection.metric!r} (dev_eer | dev_top1)")
     keep = max(keep, average)

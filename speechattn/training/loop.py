@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 from torch import nn
@@ -41,11 +41,12 @@ StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, int, int]]
 
 class EpochHook(Protocol):
     """Optional model selection by a task metric (:class:`speechattn.training.epoch_selection.EpochSelection`):
-    ``on_epoch_end(epoch, raw_model) -> (is the new best, {metric: value})`` after validation decides
-    ``model.pt``; its ``state_dict`` goes into every checkpoint; ``on_fit_end(exp_dir, extra_state)`` runs
-    once after the last epoch (main rank)."""
+    ``on_epoch_end(epoch, raw_model, validation) -> (is the new best, {metric: value})`` after validation
+    (``validation``: that pass's ``valid_loss`` and ``valid_acc``) decides ``model.pt``; its ``state_dict`` goes
+    into every checkpoint; ``on_fit_end(exp_dir, extra_state)`` runs once after the last epoch (main rank)."""
 
-    def on_epoch_end(self, epoch: int, raw_model: nn.Module) -> tuple[bool, dict[str, float]]: ...
+    def on_epoch_end(self, epoch: int, raw_model: nn.Module,
+                     validation: Mapping[str, float]) -> tuple[bool, dict[str, float]]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
     def on_fit_end(self, exp_dir: Path, extra_state: dict[str, Any]) -> None: ...
@@ -305,7 +306,8 @@ class Trainer:
     def _hook_epoch_end(self, epoch: int, row: dict[str, Any]) -> bool:
         """The hook's verdict on ``epoch`` (every rank computes it: same weights, same dev data); its
         metrics join the history row."""
-        improved, values = self.epoch_hook.on_epoch_end(epoch, self.raw_model)
+        validation = {"valid_loss": row["valid_loss"], "valid_acc": row["valid_acc"]}
+        improved, values = self.epoch_hook.on_epoch_end(epoch, self.raw_model, validation)
         row.update(values)
         if self.writer is not None:
             for name, value in values.items():

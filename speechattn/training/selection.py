@@ -46,14 +46,16 @@ Weights = Mapping[str, torch.Tensor]
 
 
 class ValidationMetric(Protocol):
-    """``metric(model) -> {name: value, ...}``: the task's dev metrics of ``model`` (the unwrapped model;
-    the metric switches it to eval mode and back). ``name`` is the key that selects models and ``mode``
-    says whether higher (``"max"``) or lower (``"min"``) is better. The other keys are logged with it."""
+    """``metric(model, validation) -> {name: value, ...}``: the task's dev metrics of ``model`` (the unwrapped
+    model; a metric that evaluates it switches it to eval mode and back). ``validation``: what the training
+    loop's validation pass of this epoch measured (``valid_loss``, ``valid_acc``; None outside the loop),
+    for a metric that is one of those. ``name`` is the key that selects models and ``mode`` says whether
+    higher (``"max"``) or lower (``"min"``) is better. The other keys are logged with it."""
 
     name: str
     mode: str
 
-    def __call__(self, model: nn.Module) -> dict[str, float]: ...
+    def __call__(self, model: nn.Module, validation: Mapping[str, float] | None = None) -> dict[str, float]: ...
 
 
 class ModelSelector:
