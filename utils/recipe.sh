@@ -16,8 +16,8 @@
 #   4 infer     speechattn-infer task=$task on its test set         -> exp/<name>/decode_<set>/, .stage.infer
 #   5 score     speechattn-score task=$task                         -> exp/<name>/scores/, .stage.score
 #   6 results   speechattn-results task=$task over exp/             -> RESULTS.md, .stage.results
-# Training and inference run the experiments side by side (--parallel true, one thread each; console
-# output in exp/<name>/{train,infer}.out) or in turn (--parallel false, console output also on screen).
+# Training, inference and scoring run the experiments side by side (--parallel true, one thread each; console
+# output in exp/<name>/{train,infer,score}.out) or in turn (--parallel false, console output also on screen).
 #
 # A recipe defines, after sourcing this file:
 #   task              phone | sid (speechattn-infer/score/results task=)
@@ -44,7 +44,7 @@ stop_stage=6            # last stage to run
 corpus_dir=             # corpus root (default: ../shared/corpora/<corpus> beside the project)
 work_dir=               # where data/, the feature archives, exp/ and RESULTS.md go (default: the recipe directory)
 nj=2                    # parallel jobs for data preparation and feature extraction
-parallel=true           # true: train and decode the experiments side by side, one thread each (2-core machines)
+parallel=true           # true: train, decode and score the experiments side by side, one thread each (2-core machines)
 train_args=             # extra Hydra overrides for every training run, e.g. "trainer.max_epochs=5"
 force=false             # true: redo every selected stage even when its stamp says it is complete
 dry_run=false           # true: log the command of every unit that would run (and why) instead of running it (nothing is written but an empty work dir)
@@ -185,7 +185,8 @@ infer_unit() {
 score_unit() {
   local e="$1" t; t="$(test_set_of "$e")"
   stage_unit "stage 5 score $(exp_of "$e")" "$(exp_of "$e")/scores/.stage.score" \
-    --after "$(decode_of "$e")/.stage.infer $(data_stamp_of "$t")" --hydra score --clean "$(exp_of "$e")/scores" -- \
+    --after "$(decode_of "$e")/.stage.infer $(data_stamp_of "$t")" --hydra score --clean "$(exp_of "$e")/scores" \
+    --out "$(exp_of "$e")/score.out" -- \
     speechattn-score task="$task" exp_dir="$(exp_of "$e")" ref_dir="data/$t" hyp_dir="$(decode_of "$e")" \
     output_dir="$(exp_of "$e")/scores" ${score_overrides[@]+"${score_overrides[@]}"}
 }
@@ -233,7 +234,7 @@ run_recipe() {
   fi
   if stage_wanted 5; then
     log "stage 5: scoring $experiments"
-    for s in $experiments; do score_unit "$s"; done
+    for_each_experiment score_unit
   fi
   if stage_wanted 6; then
     log "stage 6: results table $work_dir/RESULTS.md"
