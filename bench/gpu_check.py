@@ -300,7 +300,7 @@ def step_d(device: torch.device, tiny: bool, work: Path, corpus: Path, nj: int) 
     t0 = time.perf_counter()
     run(cmd, work / "train_d.log", env={"OMP_NUM_THREADS": "1"})
     hist = json.loads((exp / "history.json").read_text())
-    backend = "NCCL" if device.type == "cuda" else "gloo (dry run)"
+    backend = "NCCL (gloo for the CPU loss sums)" if device.type == "cuda" else "gloo (dry run)"
     row("d", f"torchrun --nproc_per_node=2, {backend}", f"1 epoch in {time.perf_counter() - t0:.0f} s, dev acc "
         f"{100 * hist[-1]['valid_acc']:.2f}%", "PASS")
 

@@ -124,3 +124,24 @@ def test_wait_until_released_gives_up_with_a_warning(caplog: pytest.LogCaptureFi
     wait_until_released(t, alone, timeout_s=0.05)  # never released: returns instead of hanging
     assert "still holds a reduced tensor" in caplog.text
     del graph
+
+
+def test_cuda_training_gets_a_process_group_that_also_reduces_cpu_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # all_reduce_sum reduces CPU tensors (loss and accuracy sums); a plain "nccl" group has no CPU backend and
+    # would fail at the end of the first epoch on a GPU. No GPU here: the backend asked for is what is checked.
+    import doctest
+
+    import torch.distributed as dist
+
+    from speechattn.training import distributed
+
+    assert doctest.testmod(distributed).failed == 0
+    asked: list[str] = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: asked.append(backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    distributed.init_distributed(torch.device("cuda", 0))
+    distributed.init_distributed(torch.device("cpu"))
+    assert asked == ["cpu:gloo,cuda:nccl", "gloo"]

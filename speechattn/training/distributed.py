@@ -1,4 +1,4 @@
-"""torchrun / DistributedDataParallel helpers (gloo on CPU, NCCL on CUDA).
+"""torchrun / DistributedDataParallel helpers (gloo on CPU; on CUDA, NCCL for GPU tensors and gloo for CPU ones).
 
 Launch: ``torchrun --nproc_per_node=2 -m speechattn.bin.train ...``; torchrun sets RANK, WORLD_SIZE,
 LOCAL_RANK and MASTER_ADDR/PORT, and this module turns them into a process group.
@@ -31,13 +31,27 @@ class DistInfo:
         return self.world_size > 1
 
 
+def backend_for(device: torch.device) -> str:
+    """The process group's backend for training on ``device``.
+
+    CPU: ``gloo``. CUDA: ``cpu:gloo,cuda:nccl``, NCCL for the gradients (CUDA tensors) and gloo for the
+    loss and accuracy sums of :func:`all_reduce_sum`, which are CPU tensors: plain ``nccl`` has no CPU
+    backend and would fail on them at the end of the first epoch.
+
+    Example:
+        >>> backend_for(torch.device("cpu")), backend_for(torch.device("cuda", 1))
+        ('gloo', 'cpu:gloo,cuda:nccl')
+    """
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Initialise the process group when launched by torchrun; a no-op for a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend_for(device))
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
